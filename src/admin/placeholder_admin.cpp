@@ -1,0 +1,1 @@
+// temporary: module admin has no sources yet

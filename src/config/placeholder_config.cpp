@@ -1,0 +1,1 @@
+// temporary: module config has no sources yet

@@ -1,0 +1,1 @@
+// temporary: module echo has no sources yet

@@ -1,0 +1,1 @@
+// temporary: module limiter has no sources yet

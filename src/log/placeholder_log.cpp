@@ -1,0 +1,1 @@
+// temporary: module log has no sources yet

@@ -1,0 +1,1 @@
+// temporary: module proxy has no sources yet

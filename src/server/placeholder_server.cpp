@@ -1,0 +1,1 @@
+// temporary: module server has no sources yet

@@ -1,0 +1,1 @@
+// temporary: module upstream has no sources yet
