@@ -1,7 +1,10 @@
 # Thin wrapper over CMake. Every target first installs the Debian packages it needs when they are missing.
 JOBS        ?= $(shell nproc)
 BUILD       ?= build
+# ccache keyed on paths relative to the checkout, so a fresh clone elsewhere (CI) reuses the cache.
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_PKGS  := cmake g++ make ccache pkg-config libboost1.81-dev libyaml-cpp-dev libspdlog-dev libfmt-dev \
                catch2 libbenchmark-dev libcli11-dev

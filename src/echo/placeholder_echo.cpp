@@ -1,1 +1,0 @@
-// temporary: module echo has no sources yet
