@@ -41,7 +41,7 @@ struct server_settings {
 struct upstream_settings {
   std::vector<endpoint> servers;  ///< at least one
   std::size_t max_connections = 128;
-  std::size_t max_idle = 32;
+  std::size_t max_idle = 32;  ///< <= max_connections; omitted in the file: min(32, max_connections)
   duration idle_timeout = std::chrono::seconds(60);
   duration connect_timeout = std::chrono::seconds(2);
   duration response_timeout = std::chrono::seconds(30);
@@ -100,7 +100,7 @@ struct log_settings {
   bool access_log = true;
 };
 
-/// The whole file.
+/// The whole file. Immutable once loaded: share it as shared_ptr<const config>; reload swaps the pointer.
 struct config {
   std::string source_path;  ///< the file it was loaded from
   endpoint listen{"0.0.0.0", 8080, "0.0.0.0:8080"};

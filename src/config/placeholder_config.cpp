@@ -1,1 +1,0 @@
-// temporary: module config has no sources yet
