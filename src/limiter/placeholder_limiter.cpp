@@ -1,1 +1,0 @@
-// temporary: module limiter has no sources yet
