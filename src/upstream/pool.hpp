@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "net.hpp"
@@ -28,45 +29,73 @@ error_code make_error_code(pool_errc e);
 struct pool_limits {
   std::size_t max_connections = 128;  ///< busy + idle + connecting, this pool's share of the global bound
   std::size_t max_idle = 32;          ///< idle keep-alive connections kept
-  std::size_t max_queue = 1024;       ///< acquire() calls waiting at once
+  std::size_t max_queue = 1024;       ///< acquire() calls waiting at once; 0 = never wait
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(2);
   std::chrono::nanoseconds queue_timeout = std::chrono::seconds(1);
 };
 
-/// One upstream connection on loan to a request. The session reads and writes `stream` directly.
+class pool;
+
+/// One upstream connection on loan to a request. The session reads and writes `stream` directly and gives
+/// it back with pool::release(). Destroying a loaned connection without release() (an exception path)
+/// closes it and frees its slot. Use from its pool's thread only.
 struct connection {
   explicit connection(net::io_context& ioc) : stream(ioc) {}
+  ~connection();
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
   beast::tcp_stream stream;
   beast::flat_buffer buffer;        ///< response read buffer, kept with the connection (reused)
-  std::size_t server_index = 0;     ///< which of `servers` it goes to
-  std::uint64_t requests = 0;       ///< requests completed on it (0 = fresh)
-  std::chrono::steady_clock::time_point idle_since{};
+  std::size_t server_index = 0;     ///< which of the pool's current `servers` it goes to
+  std::uint64_t requests = 0;       ///< requests completed on it, counted by release(conn, true); 0 = fresh
+  std::chrono::steady_clock::time_point idle_since{};  ///< when it last went idle
+
+ private:
+  friend class pool;
+  pool* owner_ = nullptr;           ///< set while connecting or on loan; cleared by a pool that dies first
+  connection* loan_prev_ = nullptr;  ///< the pool's intrusive list of loans (no allocation per loan)
+  connection* loan_next_ = nullptr;
+  tcp::endpoint endpoint_;          ///< where it goes; server_index is recomputed from it on reconfigure
+  bool connecting_ = false;
+  bool retired_ = false;            ///< its server was removed by reconfigure: close on release
 };
 using connection_ptr = std::unique_ptr<connection>;
 
 /// The upstream connections of one worker thread: bounded, round robin over the servers, keep-alive
-/// reuse. Use from its io_context's thread only, except the counters, which any thread may read.
+/// reuse (most recently used first), a bounded FIFO of waiters. Use from its io_context's thread only,
+/// except the counters, which any thread may read.
+///
+/// Lifetime: the io_context outlives the pool. Every loaned connection goes back through release()
+/// before the pool dies (dropping it instead is also fine). The pool may be destroyed while acquire()
+/// calls are suspended (waiting in the queue, or connecting): they complete with shutting_down when the
+/// io_context next runs, without touching the dead pool. Connections still on loan when the pool dies
+/// must then be dropped, not released.
 class pool {
  public:
-  /// servers: resolved endpoints, at least one.
+  /// servers: resolved endpoints, at least one (throws std::invalid_argument otherwise).
   pool(net::io_context& ioc, pool_limits limits, std::vector<tcp::endpoint> servers);
   ~pool();
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
 
-  /// A connection: an idle one (most recently used first), else a new one when under max_connections,
-  /// else waits in the queue. fresh_only skips idle connections (the retry after a stale one).
-  /// Completes with pool_errc on failure.
+  /// A connection: an idle one (most recently used first; ones whose peer closed are dropped), else a new
+  /// one when busy + idle < max_connections, else waits in the FIFO queue for at most queue_timeout.
+  /// fresh_only skips idle connections (the retry after a stale one), closing an idle one to make room
+  /// when at the bound. Completes with pool_errc on failure. New connections have TCP_NODELAY set.
   [[nodiscard]] net::awaitable<std::tuple<error_code, connection_ptr>> acquire(bool fresh_only = false);
-  /// Gives a connection back. reusable=false (or shutting down, or max_idle reached) closes it and frees
-  /// its slot; a waiter, if any, gets the connection or the slot.
+  /// Gives a connection back. reusable=false (or shutting down, or max_idle reached, or over a lowered
+  /// bound, or unread bytes left in `buffer`) closes it and frees its slot; the oldest waiter, if any, gets
+  /// the connection or the slot.
   void release(connection_ptr conn, bool reusable);
 
-  /// Applies reloaded settings and servers; existing idle connections to removed servers are closed.
+  /// Applies reloaded settings and servers (at least one) from now on: idle connections to removed servers
+  /// and idle ones over the new bounds are closed now, loaned ones over the bound when released.
   void reconfigure(pool_limits limits, std::vector<tcp::endpoint> servers);
-  /// Drain: closes idle connections, fails waiters with shutting_down, and closes connections as they are
-  /// released. Cancels the pool's timers so its io_context can run out of work.
+  /// Drain: closes idle connections, fails waiters with shutting_down, cancels connects in progress, and
+  /// closes connections as they are released; later acquire() calls fail with shutting_down at once.
+  /// Cancels the pool's timer, so its io_context runs out of work once the loans are back. Idempotent.
   void shutdown();
 
   /// Counters for metrics; readable from any thread.
@@ -76,14 +105,23 @@ class pool {
 
  private:
   struct impl;
-  std::unique_ptr<impl> impl_;
-  std::atomic<std::size_t> busy_{0};  ///< on loan or connecting
+  struct waiter;
+  friend struct connection;
+  // shared so suspended acquire() calls and the idle sweep can tell (weak_ptr) that the pool has died.
+  std::shared_ptr<impl> impl_;
+  // One writer (the pool's thread), so plain load+store, not read-modify-write.
+  std::atomic<std::size_t> busy_{0};  ///< on loan, connecting, or a slot granted to a waiter
   std::atomic<std::size_t> idle_count_{0};
   std::atomic<std::size_t> waiting_{0};
 };
 
+/// True when the connection cannot safely carry a request: the peer closed or reset it, or sent bytes
+/// nobody asked for (an idle HTTP/1.1 connection is silent). Non-blocking recv(MSG_PEEK); one syscall.
+/// Call before sending a non-idempotent request on a reused connection. Use from the pool's thread.
+[[nodiscard]] bool peer_closed(connection& conn);
+
 /// Splits a process-wide bound over `workers` pools so the sum never exceeds `total`; pool i gets
-/// total / workers, plus one for the first total % workers pools.
+/// total / workers, plus one for the first total % workers pools. workers = 0 counts as 1. Pure.
 [[nodiscard]] std::size_t share_of(std::size_t total, unsigned workers, unsigned index);
 
 }  // namespace sluice::upstream

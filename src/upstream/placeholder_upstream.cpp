@@ -1,1 +1,0 @@
-// temporary: module upstream has no sources yet
