@@ -60,14 +60,21 @@ class relaxed_histogram {
  public:
   /// Records one observation.
   void observe(std::chrono::nanoseconds d);
-  /// Cumulative count of observations <= histogram_bounds_seconds[i]; i == size() is +Inf.
+  /// Cumulative count of observations <= histogram_bounds_seconds[i]; i == bounds size is +Inf.
   [[nodiscard]] std::uint64_t cumulative(std::size_t i) const;
-  [[nodiscard]] std::uint64_t count() const { return count_.get(); }
+  /// Observations in bucket i alone (not cumulative); i == bounds size is the overflow bucket.
+  [[nodiscard]] std::uint64_t bucket(std::size_t i) const { return buckets_[i].get(); }
+  /// All observations; the sum of the buckets, so it always equals the +Inf bucket.
+  [[nodiscard]] std::uint64_t count() const { return cumulative(histogram_bounds_seconds.size()); }
+  /// Sum of observed durations in seconds.
   [[nodiscard]] double sum_seconds() const { return static_cast<double>(sum_ns_.get()) / 1e9; }
+  /// Sum of observed durations in nanoseconds.
+  [[nodiscard]] std::uint64_t sum_ns() const { return sum_ns_.get(); }
 
  private:
+  // No separate count: it is the bucket sum, which saves a store per observation and keeps a scrape's
+  // +Inf bucket and _count equal even while the owner thread writes.
   std::array<relaxed_counter, histogram_bounds_seconds.size() + 1> buckets_;  // non-cumulative
-  relaxed_counter count_;
   relaxed_counter sum_ns_;
 };
 
@@ -83,7 +90,8 @@ struct alignas(64) worker_metrics {
   relaxed_gauge client_connections;
   relaxed_counter client_connections_total;  ///< accepted
   relaxed_counter bad_requests;              ///< 400/413/431 sent by sluice
-  relaxed_counter access_log_dropped;        ///< access log lines dropped because the async queue was full
+  relaxed_counter access_log_dropped;        ///< access log lines this worker dropped itself (the async
+                                             ///< queue's own drops come in process_gauges)
 
   /// Counts one finished request.
   void count_request(outcome o, unsigned status, std::chrono::nanoseconds duration) {
@@ -96,16 +104,19 @@ struct alignas(64) worker_metrics {
 /// Per-limit counter with one padded slot per worker thread (sluice_rate_limited_total{limit}).
 class limit_counter {
  public:
+  /// A counter with one slot per worker (workers >= 1).
   explicit limit_counter(std::string name, unsigned workers);
   /// Adds one from worker `worker`. Use only from that worker's thread.
   void add(unsigned worker) { slots_[worker].value.add(); }
   /// Sum over workers. Thread-safe.
   [[nodiscard]] std::uint64_t total() const;
+  /// The limit name. Immutable.
   [[nodiscard]] const std::string& name() const { return name_; }
 
  private:
   struct alignas(64) slot { relaxed_counter value; };
   std::string name_;
+  unsigned workers_;
   std::unique_ptr<slot[]> slots_;
 };
 
@@ -120,6 +131,7 @@ struct process_gauges {
   std::uint64_t config_generation = 0;
   std::uint64_t reloads_ok = 0;
   std::uint64_t reloads_failed = 0;
+  std::uint64_t access_log_dropped = 0;  ///< log::access_log_dropped(): lines the async queue overran
   bool draining = false;
 };
 
@@ -127,6 +139,7 @@ struct process_gauges {
 /// worker's block. Thread-safe as documented per member.
 class metrics {
  public:
+  /// workers >= 1 blocks; also records the process start time (now, wall clock).
   explicit metrics(unsigned workers);
 
   /// The block of worker `index` (0-based). Write only from that worker's thread.
@@ -144,6 +157,7 @@ class metrics {
 
  private:
   unsigned worker_count_;
+  double start_time_seconds_;  ///< Unix time of construction, for sluice_start_time_seconds
   std::unique_ptr<worker_metrics[]> workers_;
   mutable std::mutex limits_mutex_;
   std::deque<limit_counter> rate_limited_;

@@ -1,1 +1,0 @@
-// temporary: module admin has no sources yet

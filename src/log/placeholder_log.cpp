@@ -1,1 +1,0 @@
-// temporary: module log has no sources yet
