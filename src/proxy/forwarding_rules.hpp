@@ -1,0 +1,74 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "net.hpp"
+
+/// The header rules of a forwarding proxy (RFC 9110 §7.6, RFC 9112 §6.3, CONTRACT.md "On the wire").
+/// Pure functions over Beast headers: no I/O, no logging. Thread-safe (they touch only their arguments).
+namespace sluice::proxy {
+
+/// What is wrong with a request head that Beast's parser accepted but a proxy must refuse (-> 400, close).
+enum class head_problem {
+  none,
+  length_and_encoding,      ///< both Content-Length and Transfer-Encoding (smuggling)
+  unsupported_encoding,     ///< Transfer-Encoding other than exactly "chunked"
+  missing_host,             ///< HTTP/1.1 without Host (RFC 9112 §3.2)
+  multiple_host,            ///< more than one Host field
+  obs_fold,                 ///< a field line folded onto the next line (RFC 9112 §5.2)
+};
+
+/// A short name for logs ("length_and_encoding", ...).
+[[nodiscard]] std::string_view to_string(head_problem p);
+
+/// Checks a parsed request head for what Beast lets through and a proxy must refuse. Differing
+/// Content-Length values and CL after TE: chunked are already parse errors in Beast.
+[[nodiscard]] head_problem check_request_head(const http::request_header<>& head);
+
+/// True when raw head bytes (request line to the empty line) contain an obs-fold: a line starting with
+/// SP or HTAB after the first line.
+[[nodiscard]] bool has_obs_fold(std::string_view raw_head);
+
+/// Removes the hop-by-hop fields: Connection and every field it names, Keep-Alive, Proxy-Connection, TE,
+/// Trailer, Transfer-Encoding, Upgrade.
+void strip_hop_by_hop(http::fields& fields);
+
+/// Every X-Forwarded-For line of the head joined with ", " into out (cleared first); empty when absent.
+void join_forwarded_for(const http::fields& fields, std::string& out);
+
+/// Rewrites a client's request head for the upstream, in place: hop-by-hop fields removed, X-Forwarded-For
+/// set to `forwarded_for, peer` (or `peer`), X-Forwarded-Proto: http, X-Forwarded-Host: the Host value,
+/// "Expect: 100-continue" removed (sluice answers it itself), duplicate equal Content-Length fields merged,
+/// HTTP/1.1, and Transfer-Encoding: chunked again when the body arrives chunked (re-framed, not relayed).
+/// forwarded_for is the joined value from join_forwarded_for (must not view into head).
+void rewrite_request(http::request_header<>& head, std::string_view peer, std::string_view forwarded_for,
+                     bool body_chunked);
+
+/// How a response body is framed towards the client.
+enum class body_framing {
+  none,             ///< no body: HEAD, 1xx, 204, 304
+  content_length,   ///< the upstream's Content-Length, kept
+  chunked,          ///< unknown length, HTTP/1.1 client: re-framed as chunked
+  close_delimited,  ///< unknown length, HTTP/1.0 client: the end of the body is the end of the connection
+};
+
+/// The client-side framing of a response: head_request = the request was HEAD; client_version 10 or 11.
+[[nodiscard]] body_framing client_response_framing(bool head_request, unsigned status, bool has_content_length,
+                                                   unsigned client_version);
+
+/// Whether the client connection stays open after this response: the client asked for it (HTTP/1.1 without
+/// "close", HTTP/1.0 with "keep-alive"), the framing allows it, and the server is not draining.
+[[nodiscard]] bool client_keeps_alive(bool client_wants_keep_alive, body_framing framing, bool draining);
+
+/// Rewrites an upstream response head for the client, in place: hop-by-hop fields removed, version 1.1,
+/// Transfer-Encoding: chunked when framing says so, and Connection: close or keep-alive as needed
+/// (HTTP/1.0 clients are told keep-alive explicitly).
+void rewrite_response(http::response_header<>& head, body_framing framing, bool keep_alive,
+                      unsigned client_version);
+
+/// True for methods RFC 9110 §9.2.2 calls idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE): a
+/// request that may be sent again after a stale pooled connection failed.
+[[nodiscard]] bool is_idempotent(http::verb method);
+
+}  // namespace sluice::proxy

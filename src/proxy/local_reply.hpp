@@ -1,0 +1,42 @@
+#pragma once
+
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "config/config.hpp"
+#include "limiter/decider.hpp"
+#include "net.hpp"
+
+/// Responses sluice makes itself (CONTRACT.md "On the wire"): the 429 and the 4xx/5xx errors, each with a
+/// short JSON body, plus the rate limit header fields. Formatted into inline storage with fmt: no heap
+/// allocation for ordinary limit names. Pure; thread-safe (touches only its arguments).
+namespace sluice::proxy {
+
+/// Where a local reply is formatted: 1 KiB inline, grows on the heap only for absurdly long limit names.
+using reply_buffer = fmt::basic_memory_buffer<char, 1024>;
+
+/// Appends the rate limit header lines (each ending CRLF) for mode and the given limit state; nothing
+/// for header_mode::none.
+void append_rate_limit_lines(reply_buffer& out, config::header_mode mode, const limiter::limit_status& status);
+
+/// Sets the rate limit fields on a forwarded response's head (replacing any the upstream sent).
+void set_rate_limit_fields(http::fields& fields, config::header_mode mode, const limiter::limit_status& status);
+
+/// Formats "429 Too Many Requests" for a rejecting decision: Retry-After, the JSON body
+/// {"error":"rate_limited","limit":"NAME","retry_after":S}, the rate limit headers, and Connection: close
+/// when keep_alive is false. out is cleared first.
+void format_rate_limited(reply_buffer& out, const limiter::decision& decision, config::header_mode mode,
+                         bool keep_alive);
+
+/// Formats an error reply sluice makes itself: status is 400, 408, 413, 431, 502, 503 or 504; the body is
+/// {"error":"NAME"} (bad_request, request_timeout, payload_too_large, request_header_fields_too_large,
+/// bad_gateway, service_unavailable, gateway_timeout). Rate limit headers are added when `limits` is not
+/// null (the limiter saw the request). out is cleared first.
+void format_error(reply_buffer& out, unsigned status, bool keep_alive, config::header_mode mode,
+                  const limiter::limit_status* limits);
+
+/// The JSON error name for one of format_error's statuses ("bad_request", ...); "error" for others.
+[[nodiscard]] std::string_view error_name(unsigned status);
+
+}  // namespace sluice::proxy

@@ -1,1 +1,0 @@
-// temporary: module proxy has no sources yet

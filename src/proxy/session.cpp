@@ -1,0 +1,613 @@
+#include "proxy/session.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+
+#include <spdlog/spdlog.h>
+
+#include "log/logging.hpp"
+#include "proxy/forwarding_rules.hpp"
+
+namespace sluice::proxy {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+using admin::outcome;
+using admin::upstream_error;
+
+// Beast reads at most the buffer's free capacity at a time (beast::read_size), so both read buffers hold
+// a whole relay chunk: smaller ones turn a large body into many tiny reads and writes.
+constexpr std::size_t initial_buffer_bytes = 16 * 1024;
+constexpr std::size_t max_read_bytes = 64 * 1024;
+constexpr std::uint32_t upstream_header_limit = 64 * 1024;
+// After sluice decides to close, it reads what the client still sends for a moment (nginx's lingering
+// close): closing with unread bytes makes the kernel send RST, which can destroy the reply in flight.
+constexpr auto linger_time = std::chrono::milliseconds(500);
+constexpr std::size_t linger_max_bytes = 256 * 1024;
+
+constexpr std::string_view continue_reply = "HTTP/1.1 100 Continue\r\n\r\n";
+
+std::optional<std::string_view> find_field(const void* ctx, std::string_view name) {
+  const auto& fields = *static_cast<const http::fields*>(ctx);
+  auto it = fields.find(name);
+  if (it == fields.end()) return std::nullopt;
+  return it->value();
+}
+
+bool expects_continue(const http::request_header<>& head) {
+  auto it = head.find(http::field::expect);
+  return it != head.end() && head.version() >= 11 && beast::iequals(it->value(), "100-continue");
+}
+
+// A failure of a reused connection before any response byte: the upstream closed it while idle.
+bool is_stale_failure(const error_code& ec) {
+  return ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
+         ec == net::error::broken_pipe || ec == net::error::connection_aborted;
+}
+
+}  // namespace
+
+/// Per-request facts gathered along the way, for metrics, the access log and the reply.
+struct session::request_state {
+  steady::time_point start;
+  limiter::decision decision;
+  bool limiter_saw = false;
+  bool wants_keep_alive = false;
+  bool head_request = false;
+  unsigned client_version = 11;
+  unsigned status = 0;
+  std::uint64_t bytes_sent = 0;
+  std::chrono::nanoseconds upstream_time{0};
+  outcome result = outcome::error;
+  std::string_view rejected_by;
+};
+
+session::session(worker_context& ctx, tcp::socket socket)
+    : ctx_(ctx), client_(std::move(socket)) {
+  error_code ec;
+  client_.socket().set_option(tcp::no_delay(true), ec);
+  const auto remote = client_.socket().remote_endpoint(ec);
+  if (!ec) {
+    const auto addr = remote.address();
+    peer_ = addr.is_v4() ? common::ip_address::from_v4(addr.to_v4().to_bytes())
+                         : common::ip_address::from_v6(addr.to_v6().to_bytes());
+    peer_len_ = peer_.format_to(peer_text_.data());
+  }
+  ctx_.sessions.push_back(*this);
+}
+
+session::~session() = default;
+
+net::awaitable<void> session::run(std::unique_ptr<session> self) { co_await self->serve(); }
+
+char* session::body_buffer() {
+  if (!body_buf_) {
+    if (!ctx_.spare_body_buffers.empty()) {
+      body_buf_ = std::move(ctx_.spare_body_buffers.back());
+      ctx_.spare_body_buffers.pop_back();
+    } else {
+      body_buf_.reset(new char[body_chunk_bytes]);
+    }
+  }
+  return body_buf_.get();
+}
+
+void session::return_body_buffer() {
+  if (body_buf_ && ctx_.spare_body_buffers.size() < worker_context::max_spare_body_buffers) {
+    ctx_.spare_body_buffers.push_back(std::move(body_buf_));
+  }
+  body_buf_.reset();
+}
+
+void session::close_if_idle() {
+  if (waiting_for_request_) client_.cancel();
+}
+
+void session::force_close() {
+  error_code ec;
+  client_.socket().close(ec);
+  if (upstream_in_use_ != nullptr) upstream_in_use_->stream.socket().close(ec);
+}
+
+net::awaitable<void> session::serve() {
+  buffer_.reserve(initial_buffer_bytes);
+  for (;;) {
+    if (ctx_.draining || !client_.socket().is_open()) break;
+    const bool keep = co_await serve_request();
+    return_body_buffer();
+    if (!keep) break;
+  }
+  co_await linger_close();
+}
+
+net::awaitable<void> session::linger_close() {
+  if (!client_.socket().is_open()) co_return;
+  error_code ec;
+  client_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (!ec && !ctx_.draining) {
+    client_.expires_after(linger_time);
+    std::size_t drained = 0;
+    while (drained < linger_max_bytes) {
+      buffer_.clear();
+      auto [rec, n] = co_await client_.async_read_some(buffer_.prepare(initial_buffer_bytes), use_tuple);
+      if (rec) break;
+      drained += n;
+    }
+  }
+  client_.socket().close(ec);
+}
+
+// The head is read with parser.put over our own reads rather than http::async_read_header so that the
+// deadline can change when the first byte arrives (idle_timeout before it, header_timeout for the whole
+// head after it) and so that obs-fold can be seen in the raw bytes, which Beast would unfold silently.
+net::awaitable<session::head_status> session::read_head() {
+  const auto& server = rt_->settings.server;
+  req_.emplace();
+  req_->header_limit(static_cast<std::uint32_t>(
+      std::min<std::size_t>(server.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
+  req_->body_limit(server.max_body_bytes);
+
+  bool started = buffer_.size() > 0;
+  if (started) {
+    client_.expires_after(server.header_timeout);
+  } else {
+    waiting_for_request_ = true;
+    client_.expires_after(server.idle_timeout);
+  }
+  for (;;) {
+    if (buffer_.size() > 0) {
+      error_code ec;
+      const auto n = req_->put(buffer_.data(), ec);
+      if (ec == http::error::need_more) ec = {};
+      if (ec == http::error::header_limit) co_return head_status::too_large_header;
+      if (ec == http::error::body_limit) co_return head_status::too_large_body;
+      if (ec) co_return head_status::bad;
+      // Beast consumes the head a whole field at a time, so a fold never spans two put() calls.
+      if (has_obs_fold(std::string_view(static_cast<const char*>(buffer_.data().data()), n))) {
+        co_return head_status::bad;
+      }
+      buffer_.consume(n);
+      if (req_->is_header_done()) co_return head_status::ok;
+    }
+    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(beast::read_size(buffer_, max_read_bytes)),
+                                                    use_tuple);
+    if (ec) {
+      waiting_for_request_ = false;
+      if (ec == beast::error::timeout) co_return started ? head_status::header_timeout : head_status::idle_timeout;
+      co_return head_status::closed;  // EOF, reset, or cancelled by drain: nothing to answer
+    }
+    buffer_.commit(n);
+    if (!started) {
+      started = true;
+      waiting_for_request_ = false;
+      client_.expires_after(server.header_timeout);
+    }
+  }
+}
+
+net::awaitable<bool> session::write_local(request_state& rs, unsigned status, bool keep_alive) {
+  const auto mode = rt_->settings.rate_limit_headers;
+  const limiter::limit_status* limits = rs.limiter_saw && rs.decision.matched ? &rs.decision.status : nullptr;
+  format_error(reply_, status, keep_alive, mode, limits);
+  rs.status = status;
+  client_.expires_after(rt_->settings.server.idle_timeout);
+  auto [ec, n] = co_await net::async_write(client_, net::buffer(reply_.data(), reply_.size()), use_tuple);
+  rs.bytes_sent += n;
+  co_return !ec;
+}
+
+// Reads and drops the rest of the current request's body (after a local reply), so the connection can
+// carry the next request. Bounded by max_body_bytes through the parser's body_limit.
+net::awaitable<bool> session::skip_request_body() {
+  auto& body = req_->get().body();
+  req_->eager(true);
+  while (!req_->is_done()) {
+    body.data = body_buffer();
+    body.size = body_chunk_bytes;
+    client_.expires_after(rt_->settings.server.idle_timeout);
+    auto [ec, n] = co_await http::async_read_some(client_, buffer_, *req_, use_tuple);
+    if (ec && ec != http::error::need_buffer) co_return false;
+  }
+  co_return true;
+}
+
+void session::finish(request_state& rs) {
+  const auto end = steady::now();
+  const auto total = std::chrono::duration_cast<std::chrono::nanoseconds>(end - rs.start);
+  ctx_.metrics.count_request(rs.result, rs.status, total);
+  if (log::access_log_enabled()) {
+    const auto& req = req_->get();
+    log::access_entry entry;
+    entry.time = std::chrono::system_clock::now() -
+                 std::chrono::duration_cast<std::chrono::system_clock::duration>(total);
+    entry.client = std::string_view(peer_text_.data(), peer_len_);
+    entry.method = req.method_string();
+    entry.target = req.target();
+    entry.status = rs.status;
+    entry.bytes_sent = rs.bytes_sent;
+    entry.total = total;
+    entry.upstream = rs.upstream_time;
+    entry.limit = rs.rejected_by;
+    log::log_access(entry);
+  }
+}
+
+net::awaitable<bool> session::serve_request() {
+  if (ctx_.current != rt_) rt_ = ctx_.current;  // a reload reaches the session between requests
+  const auto& settings = rt_->settings;
+
+  const auto head = co_await read_head();
+  request_state rs;
+  rs.start = steady::now();
+  switch (head) {
+    case head_status::ok:
+      break;
+    case head_status::closed:
+    case head_status::idle_timeout:
+      co_return false;
+    case head_status::header_timeout:
+      // tcp_stream closes the socket when its deadline passes, so a slow head ends with a plain close
+      // (as nginx does for client_header_timeout) rather than a 408.
+      ctx_.metrics.bad_requests.add();
+      co_return false;
+    case head_status::too_large_header:
+    case head_status::too_large_body:
+    case head_status::bad: {
+      const unsigned status = head == head_status::too_large_header ? 431
+                              : head == head_status::too_large_body ? 413
+                                                                    : 400;
+      ctx_.metrics.bad_requests.add();
+      co_await write_local(rs, status, false);
+      finish(rs);
+      co_return false;
+    }
+  }
+
+  auto& req = req_->get();
+  if (auto problem = check_request_head(req); problem != head_problem::none) {
+    spdlog::logger& events = *log::events();
+    events.debug("refused request client={} problem={}", std::string_view(peer_text_.data(), peer_len_),
+                 to_string(problem));
+    ctx_.metrics.bad_requests.add();
+    co_await write_local(rs, 400, false);
+    finish(rs);
+    co_return false;
+  }
+  rs.client_version = req.version();
+  rs.wants_keep_alive = req.keep_alive();
+  rs.head_request = req.method() == http::verb::head;
+
+  join_forwarded_for(req, forwarded_for_);
+  limiter::request_view view;
+  view.method = req.method_string();
+  view.target = req.target();
+  view.peer = peer_;
+  view.forwarded_for = forwarded_for_;
+  view.find_header = &find_field;
+  view.header_ctx = &req.base();
+  auto decided = rt_->decider->decide_now(view, rs.start);
+  if (!decided) {
+    auto remote = co_await rt_->decider->decide(view, rs.start);
+    decided = remote;
+  }
+  rs.decision = *decided;
+  rs.limiter_saw = true;
+  const auto& d = rs.decision;
+
+  for (auto mask = d.dry_run_mask; mask != 0; mask &= mask - 1) {
+    const auto i = static_cast<std::size_t>(std::countr_zero(mask));
+    if (i >= rt_->dry_run_rejected.size()) break;
+    rt_->dry_run_rejected[i]->add(ctx_.index);
+    log::events()->info("dry_run limit={} client={} method={} target={}", rt_->limit_names[i],
+                        std::string_view(peer_text_.data(), peer_len_), view.method, view.target);
+  }
+
+  if (!d.allowed) {
+    for (auto mask = d.rejected_mask; mask != 0; mask &= mask - 1) {
+      const auto i = static_cast<std::size_t>(std::countr_zero(mask));
+      if (i < rt_->rate_limited.size()) rt_->rate_limited[i]->add(ctx_.index);
+    }
+    rs.result = outcome::limited;
+    rs.rejected_by = d.rejected_by;
+    // A body the client has not sent yet (Expect: 100-continue) may never come: close instead of waiting.
+    // Local replies carry no Connection: keep-alive, so an HTTP/1.0 client is closed after them.
+    bool keep = rs.wants_keep_alive && rs.client_version >= 11 && !ctx_.draining &&
+                (req_->is_done() || !expects_continue(req));
+    format_rate_limited(reply_, d, settings.rate_limit_headers, keep);
+    rs.status = 429;
+    client_.expires_after(settings.server.idle_timeout);
+    auto [ec, n] = co_await net::async_write(client_, net::buffer(reply_.data(), reply_.size()), use_tuple);
+    rs.bytes_sent = n;
+    if (ec) keep = false;
+    if (keep && !req_->is_done()) keep = co_await skip_request_body();
+    finish(rs);
+    co_return keep;
+  }
+
+  if (expects_continue(req) && !req_->is_done()) {
+    client_.expires_after(settings.server.idle_timeout);
+    auto [ec, n] = co_await net::async_write(client_, net::buffer(continue_reply), use_tuple);
+    if (ec) co_return false;
+  }
+
+  const bool keep = co_await forward(rs);
+  finish(rs);
+  co_return keep && !ctx_.draining;
+}
+
+namespace {
+
+// The reply and metric for a pool error.
+std::pair<unsigned, upstream_error> map_pool_error(const error_code& ec) {
+  using upstream::pool_errc;
+  if (ec == pool_errc::queue_full) return {503, upstream_error::queue_full};
+  if (ec == pool_errc::queue_timeout) return {503, upstream_error::queue_timeout};
+  if (ec == pool_errc::shutting_down) return {503, upstream_error::count_};  // draining, not an upstream fault
+  if (ec == pool_errc::connect_timeout) return {502, upstream_error::connect_timeout};
+  return {502, upstream_error::connect_refused};
+}
+
+}  // namespace
+
+net::awaitable<std::tuple<error_code, upstream::connection_ptr>> session::acquire_upstream(bool fresh_only) {
+  const auto t = steady::now();
+  auto [ec, conn] = co_await ctx_.pool.acquire(fresh_only);
+  ctx_.metrics.pool_wait.observe(steady::now() - t);
+  co_return std::tuple<error_code, upstream::connection_ptr>{ec, std::move(conn)};
+}
+
+// A local error before any of the response was sent: the client keeps the connection only when its
+// request body has been read in full.
+net::awaitable<bool> session::fail_upstream(request_state& rs, unsigned status, admin::upstream_error kind) {
+  if (kind != upstream_error::count_) ctx_.metrics.upstream_errors[static_cast<unsigned>(kind)].add();
+  rs.result = outcome::error;
+  const bool keep = rs.wants_keep_alive && rs.client_version >= 11 && !ctx_.draining && req_->is_done();
+  const bool written = co_await write_local(rs, status, keep);
+  co_return written && keep;
+}
+
+net::awaitable<bool> session::forward(request_state& rs) {
+  const auto& settings = rt_->settings;
+  auto& req = req_->get();
+  auto& wm = ctx_.metrics;
+  const bool idempotent = is_idempotent(req.method());
+  rewrite_request(req.base(), std::string_view(peer_text_.data(), peer_len_), forwarded_for_, req_->chunked());
+
+  auto [aec, conn] = co_await acquire_upstream(false);
+  if (aec) {
+    const auto [status, kind] = map_pool_error(aec);
+    {
+      const bool k = co_await fail_upstream(rs, status, kind);
+      co_return k;
+    }
+  }
+  if (conn->requests > 0 && !idempotent && upstream::peer_closed(*conn)) {
+    // Never risk a non-idempotent request on a connection the upstream may be closing.
+    ctx_.pool.release(std::move(conn), false);
+    auto [fec, fresh] = co_await acquire_upstream(true);
+    if (fec) {
+      auto [status, kind] = map_pool_error(fec);
+      {
+      const bool k = co_await fail_upstream(rs, status, kind);
+      co_return k;
+    }
+    }
+    conn = std::move(fresh);
+  }
+
+  conn->buffer.reserve(body_chunk_bytes);
+  auto& body = req.body();
+  std::size_t held = 0;  // body bytes in body_buf_; the whole body when fills <= 1 and the parser is done
+  int fills = 0;
+  bool retried = false;
+  steady::time_point sent_at;
+  req_->eager(true);
+
+  for (;;) {  // at most two attempts: the second on a fresh connection after a stale one failed
+    upstream_in_use_ = conn.get();
+    const bool reused = conn->requests > 0;
+    error_code up_ec;
+    bool client_failed = false;
+    {
+      http::request_serializer<http::buffer_body> sr(req);
+      bool head_written = false;
+      for (;;) {
+        if (retried) {
+          // Resending: the whole body (if any) is still in body_buf_; see `resendable` below.
+          body.data = fills == 1 ? body_buffer() : nullptr;
+          body.size = fills == 1 ? held : 0;
+          body.more = false;
+        } else if (!req_->is_done() && (head_written || buffer_.size() > 0)) {
+          // Body bytes already buffered go out with the head in one write; otherwise the head goes
+          // first and the body follows as the client sends it.
+          body.data = body_buffer();
+          body.size = body_chunk_bytes;
+          client_.expires_after(settings.server.idle_timeout);
+          auto [rec, rn] = co_await http::async_read_some(client_, buffer_, *req_, use_tuple);
+          if (rec == http::error::need_buffer) rec = {};
+          if (rec) {
+            up_ec = rec;
+            client_failed = true;
+            break;
+          }
+          const auto filled = body_chunk_bytes - body.size;
+          body.data = body_buffer();
+          body.size = filled;
+          body.more = !req_->is_done();
+          if (filled == 0 && body.more) continue;
+          ++fills;
+          held = filled;
+        } else {
+          body.data = nullptr;
+          body.size = 0;
+          body.more = !req_->is_done();
+        }
+        head_written = true;
+        conn->stream.expires_after(settings.upstream.response_timeout);
+        auto [wec, wn] = co_await http::async_write(conn->stream, sr, use_tuple);
+        if (wec == http::error::need_buffer) wec = {};
+        if (wec) {
+          up_ec = wec;
+          break;
+        }
+        if (sr.is_done()) break;
+      }
+    }
+    if (client_failed) {
+      ctx_.pool.release(std::move(conn), false);
+      upstream_in_use_ = nullptr;
+      if (up_ec == http::error::body_limit) {
+        // A chunked body grew past max_body_bytes mid-stream: nothing of the response has been sent.
+        wm.bad_requests.add();
+        rs.result = outcome::error;
+        co_await write_local(rs, 413, false);
+      }
+      co_return false;
+    }
+
+    if (!up_ec) {
+      sent_at = steady::now();
+      res_.emplace();
+      res_->body_limit(boost::none);
+      res_->header_limit(upstream_header_limit);
+      if (rs.head_request) res_->skip(true);
+      conn->stream.expires_after(settings.upstream.response_timeout);
+      for (;;) {
+        auto [rec, rn] = co_await http::async_read_header(conn->stream, conn->buffer, *res_, use_tuple);
+        if (rec) {
+          up_ec = rec;
+          break;
+        }
+        const unsigned status = res_->get().result_int();
+        if (status == 101) {
+          up_ec = http::error::bad_value;  // Upgrade was stripped, so 101 is a protocol violation
+          break;
+        }
+        if (status >= 200) break;
+        // 1xx informational responses are dropped (sluice answers Expect: 100-continue itself).
+        res_.emplace();
+        res_->body_limit(boost::none);
+        res_->header_limit(upstream_header_limit);
+        if (rs.head_request) res_->skip(true);
+      }
+    }
+    if (!up_ec) break;
+
+    const bool no_response_byte = !res_.has_value() || !res_->got_some();
+    // Safe to send again: nothing of the body was taken from the client beyond what body_buf_ holds.
+    const bool resendable = idempotent && req_->is_done() && fills <= 1;
+    ctx_.pool.release(std::move(conn), false);
+    upstream_in_use_ = nullptr;
+    if (reused && !retried && resendable && no_response_byte && is_stale_failure(up_ec)) {
+      wm.upstream_errors[static_cast<unsigned>(upstream_error::retried)].add();
+      retried = true;
+      auto [fec, fresh] = co_await acquire_upstream(true);
+      if (fec) {
+        auto [status, kind] = map_pool_error(fec);
+        {
+      const bool k = co_await fail_upstream(rs, status, kind);
+      co_return k;
+    }
+      }
+      conn = std::move(fresh);
+      conn->buffer.reserve(body_chunk_bytes);
+      continue;
+    }
+    if (up_ec == beast::error::timeout) {
+      const bool k = co_await fail_upstream(rs, 504, upstream_error::response_timeout);
+      co_return k;
+    }
+    if (is_stale_failure(up_ec) || up_ec == http::error::partial_message || up_ec == net::error::operation_aborted ||
+        up_ec == net::error::bad_descriptor) {
+      {
+      const bool k = co_await fail_upstream(rs, 502, upstream_error::reset);
+      co_return k;
+    }
+    }
+    {
+      const bool k = co_await fail_upstream(rs, 502, upstream_error::bad_response);
+      co_return k;
+    }
+  }
+
+  rs.upstream_time = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent_at);
+  wm.upstream_duration.observe(rs.upstream_time);
+
+  auto& res = res_->get();
+  res_->eager(true);
+  rs.status = res.result_int();
+  const auto framing =
+      client_response_framing(rs.head_request, rs.status, res_->content_length().has_value(), rs.client_version);
+  const bool upstream_keeps = res_->keep_alive();
+  bool keep = client_keeps_alive(rs.wants_keep_alive, framing, ctx_.draining) && req_->is_done();
+  rewrite_response(res.base(), framing, keep, rs.client_version);
+  if (rs.decision.matched && settings.rate_limit_headers != config::header_mode::none) {
+    set_rate_limit_fields(res.base(), settings.rate_limit_headers, rs.decision.status);
+  }
+
+  auto& rbody = res.body();
+  bool response_started = false;
+  bool failed = false;
+  {
+    http::response_serializer<http::buffer_body> sr(res);
+    bool head_only = true;
+    for (;;) {
+      // The head goes out alone only when no body byte is buffered yet, so a streaming upstream's head
+      // is not held back; otherwise head and first body bytes leave in one write.
+      if (!res_->is_done() && (!head_only || conn->buffer.size() > 0)) {
+        rbody.data = body_buffer();
+        rbody.size = body_chunk_bytes;
+        conn->stream.expires_after(settings.upstream.response_timeout);
+        auto [rec, rn] = co_await http::async_read_some(conn->stream, conn->buffer, *res_, use_tuple);
+        if (rec == http::error::need_buffer) rec = {};
+        if (rec) {
+          failed = true;
+          if (!response_started) {
+            ctx_.pool.release(std::move(conn), false);
+            upstream_in_use_ = nullptr;
+            const auto kind = rec == beast::error::timeout ? upstream_error::response_timeout
+                              : (rec == http::error::partial_message || is_stale_failure(rec))
+                                  ? upstream_error::reset
+                                  : upstream_error::bad_response;
+            {
+      const bool k = co_await fail_upstream(rs, kind == upstream_error::response_timeout ? 504 : 502, kind);
+      co_return k;
+    }
+          }
+          wm.upstream_errors[static_cast<unsigned>(rec == beast::error::timeout ? upstream_error::response_timeout
+                                                                                : upstream_error::reset)]
+              .add();
+          break;
+        }
+        const auto filled = body_chunk_bytes - rbody.size;
+        rbody.data = body_buffer();
+        rbody.size = filled;
+        rbody.more = !res_->is_done();
+        if (filled == 0 && rbody.more) continue;
+      } else {
+        rbody.data = nullptr;
+        rbody.size = 0;
+        rbody.more = !res_->is_done();
+      }
+      head_only = false;
+      client_.expires_after(settings.server.idle_timeout);
+      auto [wec, wn] = co_await http::async_write(client_, sr, use_tuple);
+      rs.bytes_sent += wn;
+      response_started = true;
+      if (wec == http::error::need_buffer) wec = {};
+      if (wec) {
+        failed = true;
+        break;
+      }
+      if (sr.is_done()) break;
+    }
+  }
+  rs.result = outcome::forwarded;
+  ctx_.pool.release(std::move(conn), !failed && upstream_keeps && res_->is_done());
+  upstream_in_use_ = nullptr;
+  co_return keep && !failed;
+}
+
+}  // namespace sluice::proxy

@@ -1,1 +1,0 @@
-// temporary: module server has no sources yet

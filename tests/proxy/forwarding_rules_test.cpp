@@ -1,0 +1,234 @@
+#include "proxy/forwarding_rules.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <string>
+
+namespace {
+
+using namespace sluice;
+using namespace sluice::proxy;
+
+http::request_header<> parse_head(std::string_view raw, beast::error_code& ec) {
+  http::request_parser<http::empty_body> parser;
+  parser.eager(false);
+  parser.put(net::buffer(raw.data(), raw.size()), ec);
+  return parser.release().base();
+}
+
+http::request_header<> parse_head(std::string_view raw) {
+  beast::error_code ec;
+  auto h = parse_head(raw, ec);
+  REQUIRE(!ec);
+  return h;
+}
+
+std::string value(const http::fields& f, std::string_view name) {
+  auto it = f.find(name);
+  return it == f.end() ? std::string("<absent>") : std::string(it->value());
+}
+
+}  // namespace
+
+TEST_CASE("hop-by-hop fields are removed, including those the Connection field names", "[proxy]") {
+  auto head = parse_head(
+      "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret, x-other\r\nKeep-Alive: timeout=5\r\n"
+      "Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\nX-Secret: 1\r\n"
+      "X-Other: 2\r\nX-Kept: 3\r\n\r\n");
+  strip_hop_by_hop(head);
+  for (auto name : {"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade", "X-Secret",
+                    "X-Other"}) {
+    INFO(name);
+    CHECK(value(head, name) == "<absent>");
+  }
+  CHECK(value(head, "X-Kept") == "3");
+  CHECK(value(head, "Host") == "a");
+}
+
+TEST_CASE("a Connection field naming Content-Length or Host does not remove them", "[proxy]") {
+  auto head = parse_head("POST / HTTP/1.1\r\nHost: a\r\nConnection: content-length, host\r\nContent-Length: 3\r\n\r\n");
+  strip_hop_by_hop(head);
+  CHECK(value(head, "Content-Length") == "3");
+  CHECK(value(head, "Host") == "a");
+  CHECK(value(head, "Connection") == "<absent>");
+}
+
+TEST_CASE("a Connection field naming more than sixteen fields still removes every one", "[proxy]") {
+  std::string raw = "GET / HTTP/1.1\r\nHost: a\r\nConnection: ";
+  for (int i = 0; i < 20; ++i) raw += (i ? ", x-h" : "x-h") + std::to_string(i);
+  raw += "\r\n";
+  for (int i = 0; i < 20; ++i) raw += "X-H" + std::to_string(i) + ": v\r\n";
+  raw += "\r\n";
+  auto head = parse_head(raw);
+  strip_hop_by_hop(head);
+  for (int i = 0; i < 20; ++i) CHECK(value(head, "X-H" + std::to_string(i)) == "<absent>");
+}
+
+TEST_CASE("the forwarded request carries X-Forwarded-For, -Proto and -Host", "[proxy]") {
+  SECTION("X-Forwarded-For is created when the client sent none") {
+    auto head = parse_head("GET /x HTTP/1.1\r\nHost: example.com:8080\r\n\r\n");
+    std::string xff;
+    join_forwarded_for(head, xff);
+    CHECK(xff.empty());
+    rewrite_request(head, "10.1.2.3", xff, false);
+    CHECK(value(head, "X-Forwarded-For") == "10.1.2.3");
+    CHECK(value(head, "X-Forwarded-Proto") == "http");
+    CHECK(value(head, "X-Forwarded-Host") == "example.com:8080");
+    CHECK(head.target() == "/x");
+    CHECK(head.method() == http::verb::get);
+  }
+  SECTION("the peer is appended to every X-Forwarded-For line, joined") {
+    auto head = parse_head(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nX-Forwarded-For: 3.3.3.3\r\n\r\n");
+    std::string xff;
+    join_forwarded_for(head, xff);
+    CHECK(xff == "1.1.1.1, 2.2.2.2, 3.3.3.3");
+    rewrite_request(head, "::1", xff, false);
+    CHECK(head.count("X-Forwarded-For") == 1);
+    CHECK(value(head, "X-Forwarded-For") == "1.1.1.1, 2.2.2.2, 3.3.3.3, ::1");
+  }
+  SECTION("a very long X-Forwarded-For is appended to as well") {
+    std::string long_xff(700, '1');
+    auto head = parse_head("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: " + long_xff + "\r\n\r\n");
+    std::string xff;
+    join_forwarded_for(head, xff);
+    rewrite_request(head, "9.9.9.9", xff, false);
+    CHECK(value(head, "X-Forwarded-For") == long_xff + ", 9.9.9.9");
+  }
+  SECTION("client-sent X-Forwarded-Proto and -Host are replaced") {
+    auto head = parse_head(
+        "GET / HTTP/1.1\r\nHost: real\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: fake\r\n\r\n");
+    rewrite_request(head, "1.2.3.4", "", false);
+    CHECK(value(head, "X-Forwarded-Proto") == "http");
+    CHECK(value(head, "X-Forwarded-Host") == "real");
+    CHECK(head.count("X-Forwarded-Host") == 1);
+  }
+  SECTION("an HTTP/1.0 request without Host loses a client-sent X-Forwarded-Host and goes out as 1.1") {
+    auto head = parse_head("GET / HTTP/1.0\r\nX-Forwarded-Host: fake\r\n\r\n");
+    rewrite_request(head, "1.2.3.4", "", false);
+    CHECK(value(head, "X-Forwarded-Host") == "<absent>");
+    CHECK(head.version() == 11);
+  }
+}
+
+TEST_CASE("the forwarded request is re-framed: chunked again when it came chunked, Expect removed", "[proxy]") {
+  SECTION("chunked") {
+    auto head = parse_head("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\n\r\n");
+    rewrite_request(head, "1.2.3.4", "", true);
+    CHECK(value(head, "Transfer-Encoding") == "chunked");
+    CHECK(value(head, "TE") == "<absent>");
+  }
+  SECTION("content length and expect") {
+    auto head = parse_head(
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    rewrite_request(head, "1.2.3.4", "", false);
+    CHECK(head.count(http::field::content_length) == 1);
+    CHECK(value(head, "Content-Length") == "5");
+    CHECK(value(head, "Transfer-Encoding") == "<absent>");
+    CHECK(value(head, "Expect") == "<absent>");
+  }
+}
+
+TEST_CASE("request heads that smuggle or lack a Host are refused", "[proxy]") {
+  auto [raw, expected] = GENERATE(table<std::string, head_problem>({
+      {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nContent-Length: 4\r\n\r\n",
+       head_problem::length_and_encoding},
+      {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", head_problem::unsupported_encoding},
+      {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+       head_problem::unsupported_encoding},
+      {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+       head_problem::unsupported_encoding},
+      {"GET / HTTP/1.1\r\n\r\n", head_problem::missing_host},
+      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", head_problem::multiple_host},
+      {"GET / HTTP/1.0\r\n\r\n", head_problem::none},
+      {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n", head_problem::none},
+      {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n", head_problem::none},
+  }));
+  INFO(raw);
+  beast::error_code ec;
+  auto head = parse_head(raw, ec);
+  REQUIRE(!ec);
+  CHECK(check_request_head(head) == expected);
+}
+
+TEST_CASE("the heads Beast's parser refuses by itself stay refused", "[proxy]") {
+  auto raw = GENERATE(as<std::string>{},
+                      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+                      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+                      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+                      "GET / HTTP/1.1\r\nHost : h\r\n\r\n");
+  INFO(raw);
+  beast::error_code ec;
+  (void)parse_head(raw, ec);
+  CHECK(ec);
+}
+
+TEST_CASE("obs-fold is found in raw head bytes", "[proxy]") {
+  CHECK(has_obs_fold("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n 2\r\n\r\n"));
+  CHECK(has_obs_fold("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\t2\r\n\r\n"));
+  CHECK_FALSE(has_obs_fold("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1 2\r\n\r\n"));
+}
+
+TEST_CASE("the client-side framing of a response follows method, status, length and version", "[proxy]") {
+  auto [head_request, status, has_length, version, expected] =
+      GENERATE(table<bool, unsigned, bool, unsigned, body_framing>({
+          {true, 200, true, 11, body_framing::none},
+          {true, 200, false, 11, body_framing::none},
+          {false, 204, false, 11, body_framing::none},
+          {false, 304, true, 11, body_framing::none},
+          {false, 103, false, 11, body_framing::none},
+          {false, 200, true, 11, body_framing::content_length},
+          {false, 200, true, 10, body_framing::content_length},
+          {false, 200, false, 11, body_framing::chunked},
+          {false, 500, false, 10, body_framing::close_delimited},
+      }));
+  CHECK(client_response_framing(head_request, status, has_length, version) == expected);
+}
+
+TEST_CASE("the client connection stays open only when asked, framed and not draining", "[proxy]") {
+  CHECK(client_keeps_alive(true, body_framing::chunked, false));
+  CHECK(client_keeps_alive(true, body_framing::none, false));
+  CHECK_FALSE(client_keeps_alive(false, body_framing::content_length, false));
+  CHECK_FALSE(client_keeps_alive(true, body_framing::close_delimited, false));
+  CHECK_FALSE(client_keeps_alive(true, body_framing::content_length, true));
+}
+
+TEST_CASE("the response head loses hop-by-hop fields and gains the client's framing", "[proxy]") {
+  http::response_header<> head;
+  head.version(10);
+  head.result(200);
+  head.set(http::field::connection, "keep-alive, x-hop");
+  head.set("X-Hop", "1");
+  head.set(http::field::transfer_encoding, "chunked");
+  head.set(http::field::keep_alive, "timeout=5");
+  head.set("X-End", "2");
+
+  SECTION("chunked to an HTTP/1.1 client that keeps the connection") {
+    rewrite_response(head, body_framing::chunked, true, 11);
+    CHECK(value(head, "Transfer-Encoding") == "chunked");
+    CHECK(value(head, "Connection") == "<absent>");
+    CHECK(value(head, "X-Hop") == "<absent>");
+    CHECK(value(head, "Keep-Alive") == "<absent>");
+    CHECK(value(head, "X-End") == "2");
+    CHECK(head.version() == 11);
+  }
+  SECTION("close-delimited to an HTTP/1.0 client") {
+    rewrite_response(head, body_framing::close_delimited, false, 10);
+    CHECK(value(head, "Transfer-Encoding") == "<absent>");
+    CHECK(value(head, "Connection") == "close");
+  }
+  SECTION("an HTTP/1.0 keep-alive client is told keep-alive") {
+    rewrite_response(head, body_framing::content_length, true, 10);
+    CHECK(value(head, "Connection") == "keep-alive");
+  }
+}
+
+TEST_CASE("idempotent methods are the ones RFC 9110 names", "[proxy]") {
+  CHECK(is_idempotent(http::verb::get));
+  CHECK(is_idempotent(http::verb::head));
+  CHECK(is_idempotent(http::verb::put));
+  CHECK(is_idempotent(http::verb::delete_));
+  CHECK_FALSE(is_idempotent(http::verb::post));
+  CHECK_FALSE(is_idempotent(http::verb::patch));
+  CHECK_FALSE(is_idempotent(http::verb::unknown));
+}
