@@ -102,7 +102,10 @@ std::uint64_t token_bucket::seconds_until_token(const bucket_state& state, time_
 }
 
 std::uint64_t token_bucket::seconds_until_full(const bucket_state& state, time_point now) const {
-  return static_cast<std::uint64_t>(ceil_div(debt(state, now), one_second));
+  // Whole nanoseconds first: most rates (1/m, 1/h) are inexact in binary, so each interval carries a
+  // sub-ns excess that would otherwise turn exactly 60 s into 61.
+  const fixed whole_ns = debt(state, now) >> frac_bits;
+  return static_cast<std::uint64_t>(ceil_div(whole_ns, fixed{1'000'000'000}));
 }
 
 }  // namespace sluice::limiter

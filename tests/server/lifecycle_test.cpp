@@ -93,7 +93,7 @@ TEST_CASE("rejected requests get 429 with the contract's headers and body, and a
   CHECK(first.status == 200);
   CHECK(first.header("RateLimit-Policy") == "\"per-ip\";q=2;w=120");
   // t= is the time until the bucket is full again: about one token's refill (60 s), rounded up.
-  CHECK(first.header("RateLimit").value_or("").rfind("\"per-ip\";r=1;t=6", 0) == 0);
+  CHECK(first.header("RateLimit") == "\"per-ip\";r=1;t=60");
   c.send(get("/2"));
   CHECK(c.read_response().status == 200);
   c.send(get("/3"));
