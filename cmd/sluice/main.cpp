@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -15,6 +16,7 @@
 
 #include "admin/admin_server.hpp"
 #include "common/http_probe.hpp"
+#include "common/ip_address.hpp"
 #include "config/config_loader.hpp"
 #include "log/logging.hpp"
 #include "net.hpp"
@@ -77,17 +79,43 @@ std::string_view header_mode_name(config::header_mode m) {
   return "?";
 }
 
-void log_summary(const server::server& srv, const config::config& cfg) {
+// "localhost" is what admin_server binds as 127.0.0.1; any other host that is not a loopback literal
+// (including 0.0.0.0 and ::) may be reachable from other machines.
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  const auto addr = common::ip_address::parse(host);
+  if (!addr) return false;
+  if (addr->is_v4()) return addr->bytes()[12] == 127;
+  return *addr == *common::ip_address::parse("::1");
+}
+
+// Settings that are valid but let outsiders do what only the operator should: one line each, logged at
+// start-up and after every reload so a risky file never goes unnoticed.
+std::vector<std::string> risky_settings(const config::config& cfg) {
+  std::vector<std::string> warnings;
+  for (const auto& block : cfg.server.trusted_proxies) {
+    if (block.prefix_bits() != 0) continue;
+    warnings.push_back("server.trusted_proxies contains " + block.network().to_string() +
+                       "/0: any client can choose its address through X-Forwarded-For");
+  }
+  if (cfg.admin.listen && !is_loopback_host(cfg.admin.listen->host)) {
+    warnings.push_back("admin.listen " + cfg.admin.listen->text +
+                       " is not a loopback address: admin endpoints have no authentication");
+  }
+  return warnings;
+}
+
+void log_summary(const server::server& srv, const config::config& cfg, std::uint16_t admin_port) {
   std::string upstreams;
   for (const auto& s : cfg.upstream.servers) upstreams += (upstreams.empty() ? "" : ",") + s.text;
   std::string limits;
   for (const auto& l : cfg.limits) limits += (limits.empty() ? "" : ",") + l.name + (l.dry_run ? "(dry-run)" : "");
   log::events()->info(
       "sluice {} listening listen={} port={} threads={} upstreams={} upstream_max_connections={} limits=[{}] "
-      "rate_limit_headers={} max_connections={} admin={}",
+      "rate_limit_headers={} max_connections={} admin={} admin_port={}",
       SLUICE_VERSION, cfg.listen.text, srv.port(), srv.worker_count(), upstreams, cfg.upstream.max_connections,
       limits, header_mode_name(cfg.rate_limit_headers), cfg.server.max_connections,
-      cfg.admin.listen ? cfg.admin.listen->text : std::string("off"));
+      cfg.admin.listen ? cfg.admin.listen->text : std::string("off"), admin_port);
 }
 
 }  // namespace
@@ -113,12 +141,14 @@ int main(int argc, char** argv) {
   auto cfg = load(config_path, o);
   if (!cfg) return 1;
   if (check) {
+    for (const auto& w : risky_settings(*cfg)) std::fprintf(stderr, "warning: %s\n", w.c_str());
     std::printf("ok\n");
     return 0;
   }
 
   log::init_logging(cfg->log);
   auto& events = *log::events();
+  for (const auto& w : risky_settings(*cfg)) events.warn("{}", w);
   int exit_code = 0;
   try {
     // Signals are caught from before the workers start, so an early SIGTERM drains instead of killing.
@@ -135,7 +165,7 @@ int main(int argc, char** argv) {
     }
     srv.start();
     if (admin_listener) admin_listener->start();
-    log_summary(srv, *cfg);
+    log_summary(srv, *cfg, admin_listener ? admin_listener->port() : 0);
 
     net::steady_timer delay_timer(control);
     std::thread waiter;
@@ -147,10 +177,26 @@ int main(int argc, char** argv) {
         auto result = config::load_file(config_path);
         if (!result.errors.empty() || !result.value) {
           for (const auto& e : result.errors) events.error("reload rejected: {}", e.to_string());
+          srv.count_rejected_reload();
         } else {
+          auto next = std::move(*result.value);
+          // Command-line overrides outlive the file they overrode (both were validated at start-up).
+          if (!o.listen.empty()) next.listen = cfg->listen;
+          if (!o.log_level.empty()) next.log.level = *parse_level(o.log_level);
+          // The admin listener is bound once; warnings describe the settings actually in effect.
+          const auto file_admin = next.admin.listen;
+          next.admin.listen = cfg->admin.listen;
+          const bool admin_changed = file_admin.has_value() != cfg->admin.listen.has_value() ||
+                                     (file_admin && file_admin->text != cfg->admin.listen->text);
           try {
-            srv.reload(std::move(*result.value));
+            srv.reload(next);
             events.info("reloaded config={} generation={}", config_path, srv.current()->generation);
+            if (admin_changed) {
+              events.warn("reload cannot change admin.listen (still {}); restart to apply {}",
+                          cfg->admin.listen ? cfg->admin.listen->text : std::string("off"),
+                          file_admin ? file_admin->text : std::string("off"));
+            }
+            for (const auto& w : risky_settings(next)) events.warn("{}", w);
           } catch (const std::exception& e) {
             events.error("reload rejected: {}", e.what());
           }
@@ -164,22 +210,27 @@ int main(int argc, char** argv) {
       stop_signals.async_wait([&](error_code ec, int sig) {
         if (ec) return;
         if (stopping) {
+          // Exit code 1 (README "Process"). No shutdown_logging(): workers may still be logging, and
+          // tearing the loggers down under them could crash instead of exiting.
           events.warn("second signal {}: exiting at once", sig);
-          log::shutdown_logging();
+          events.flush();
+          std::fflush(stdout);
           std::_Exit(1);
         }
         stopping = true;
         srv.announce_drain();
+        // Drain timings come from the config in effect, which a reload may have changed.
+        const auto drain = srv.current()->settings.drain;
         events.info("draining signal={} delay_ms={} timeout_ms={}", sig,
-                    std::chrono::duration_cast<std::chrono::milliseconds>(cfg->drain.delay).count(),
-                    std::chrono::duration_cast<std::chrono::milliseconds>(cfg->drain.timeout).count());
+                    std::chrono::duration_cast<std::chrono::milliseconds>(drain.delay).count(),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(drain.timeout).count());
         arm_stop();
-        delay_timer.expires_after(cfg->drain.delay);
-        delay_timer.async_wait([&](error_code) {
+        delay_timer.expires_after(drain.delay);
+        delay_timer.async_wait([&, drain](error_code) {
           srv.begin_drain();
           // wait() blocks; it runs beside the control loop so a second signal still gets through.
-          waiter = std::thread([&] {
-            const auto result = srv.wait(cfg->drain.timeout);
+          waiter = std::thread([&, drain] {
+            const auto result = srv.wait(drain.timeout);
             net::post(control, [&, result] {
               if (result.completed) {
                 events.info("drained: every request finished");

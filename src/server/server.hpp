@@ -59,6 +59,9 @@ class server {
   /// buckets, upstream pools reconfigured, log settings applied. listen and threads cannot change (a
   /// warning says so). Throws (and changes nothing) when the runtime cannot be built.
   void reload(config::config settings);
+  /// Counts a reload whose file was rejected before reload() could run (it did not validate), so
+  /// sluice_config_reloads_total{result="error"} counts every failed reload. Thread-safe.
+  void count_rejected_reload() { reloads_failed_.fetch_add(1, std::memory_order_relaxed); }
 
   /// Marks the server draining (readyz turns 503) while it keeps accepting (drain.delay). Thread-safe.
   void announce_drain();
