@@ -378,21 +378,17 @@ net::awaitable<bool> session::forward(request_state& rs) {
   auto [aec, conn] = co_await acquire_upstream(false);
   if (aec) {
     const auto [status, kind] = map_pool_error(aec);
-    {
-      const bool k = co_await fail_upstream(rs, status, kind);
-      co_return k;
-    }
+    const bool k = co_await fail_upstream(rs, status, kind);
+    co_return k;
   }
   if (conn->requests > 0 && !idempotent && upstream::peer_closed(*conn)) {
     // Never risk a non-idempotent request on a connection the upstream may be closing.
     ctx_.pool.release(std::move(conn), false);
     auto [fec, fresh] = co_await acquire_upstream(true);
     if (fec) {
-      auto [status, kind] = map_pool_error(fec);
-      {
+      const auto [status, kind] = map_pool_error(fec);
       const bool k = co_await fail_upstream(rs, status, kind);
       co_return k;
-    }
     }
     conn = std::move(fresh);
   }
@@ -505,11 +501,9 @@ net::awaitable<bool> session::forward(request_state& rs) {
       retried = true;
       auto [fec, fresh] = co_await acquire_upstream(true);
       if (fec) {
-        auto [status, kind] = map_pool_error(fec);
-        {
-      const bool k = co_await fail_upstream(rs, status, kind);
-      co_return k;
-    }
+        const auto [status, kind] = map_pool_error(fec);
+        const bool k = co_await fail_upstream(rs, status, kind);
+        co_return k;
       }
       conn = std::move(fresh);
       conn->buffer.reserve(body_chunk_bytes);
@@ -521,15 +515,11 @@ net::awaitable<bool> session::forward(request_state& rs) {
     }
     if (is_stale_failure(up_ec) || up_ec == http::error::partial_message || up_ec == net::error::operation_aborted ||
         up_ec == net::error::bad_descriptor) {
-      {
       const bool k = co_await fail_upstream(rs, 502, upstream_error::reset);
       co_return k;
     }
-    }
-    {
-      const bool k = co_await fail_upstream(rs, 502, upstream_error::bad_response);
-      co_return k;
-    }
+    const bool k = co_await fail_upstream(rs, 502, upstream_error::bad_response);
+    co_return k;
   }
 
   rs.upstream_time = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent_at);
