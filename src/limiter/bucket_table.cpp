@@ -79,10 +79,6 @@ unsigned age_bin(std::uint32_t age) {
 }
 constexpr unsigned age_bins = 128;
 
-/// Capacity reserved for a shard bound: a little headroom so Boost's anti-drift rehash (erasures lower the
-/// map's max load) rebuilds at the same capacity instead of doubling it.
-std::size_t reserve_for(std::uint64_t bound) { return bound == 0 ? 0 : bound + bound / 32 + 2; }
-
 }  // namespace
 
 struct alignas(64) bucket_table::shard {
@@ -254,10 +250,13 @@ void bucket_table::rebound(std::uint64_t n, time_point now) {
     shard& s = shards_[i];
     const std::uint64_t bound = base + (i < extra ? 1 : 0);
     s.lock.lock();
+    const bool shrinking = bound < s.bound;
     s.bound = bound;
     if (s.map.size() > bound) s.trim_to(bound, now);
-    // reserve() sets the capacity for the new bound exactly, shrinking as well as growing.
-    s.map.reserve(reserve_for(bound));
+    // Shards grow with their maps (capacity doubles as keys arrive), so memory follows the keys tracked
+    // rather than the bound: a table sized for millions costs little while it holds thousands. A lower
+    // bound gives back what the shard no longer needs.
+    if (shrinking) s.map.rehash(0);
     s.lock.unlock();
   }
 }

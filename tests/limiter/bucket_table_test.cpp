@@ -121,17 +121,18 @@ TEST_CASE("a flood of distinct clients cannot grow the table past its bound", "[
   bucket_table table(max_keys, test_seed);
   REQUIRE(table.shard_count() > 1);
   const token_bucket b(1, 10);
-  const std::size_t memory_before = table.memory_bytes();
+  std::size_t memory_at_bound = 0;
   std::uint64_t peak = 0;
   for (std::uint64_t k = 0; k < 10 * max_keys; ++k) {
     REQUIRE(hit(table, spread_key(k + 1), b, t0 + std::chrono::microseconds(k)));
     peak = std::max(peak, table.size());
+    if (k + 1 == 2 * max_keys) memory_at_bound = table.memory_bytes();
   }
   CHECK(peak <= max_keys);
   CHECK(table.size() <= max_keys);
   CHECK(table.lossy_evictions() + table.lossless_evictions() + table.size() == 10 * max_keys);
   CHECK(table.lossy_evictions() > 0);
-  CHECK(table.memory_bytes() == memory_before);  // no regrowth under churn
+  CHECK(table.memory_bytes() == memory_at_bound);  // full shards churn in place: no regrowth
 }
 
 TEST_CASE("set_max_keys trims shards over their new bound and lets them grow again", "[limiter]") {
@@ -145,10 +146,28 @@ TEST_CASE("set_max_keys trims shards over their new bound and lets them grow aga
   CHECK(table.lossy_evictions() > 0);
   const auto small_memory = table.memory_bytes();
   table.set_max_keys(8000, t0 + 1s);
-  CHECK(table.memory_bytes() > small_memory);
+  CHECK(table.memory_bytes() == small_memory);  // a higher bound costs nothing until keys arrive
   for (std::uint64_t k = 0; k < 7000; ++k) REQUIRE(hit(table, spread_key(k + 100000), b, t0 + 2s));
   CHECK(table.size() > 6000);
   CHECK(table.size() <= 8000);
+  CHECK(table.memory_bytes() > small_memory);
+}
+
+TEST_CASE("memory follows the keys held, not the bound", "[limiter][memory]") {
+  // A table sized for two million keys holding a hundred thousand costs what those keys need.
+  bucket_table table(2'000'000, test_seed);
+  const std::size_t empty = table.memory_bytes();
+  CHECK(empty < 256 * 1024);  // the shard structs only
+  const token_bucket b(1, 10);
+  for (std::uint64_t k = 0; k < 100'000; ++k) REQUIRE(hit(table, spread_key(k + 1), b, t0));
+  REQUIRE(table.size() == 100'000);
+  const double per_key = static_cast<double>(table.memory_bytes()) / static_cast<double>(table.size());
+  CAPTURE(table.memory_bytes(), empty);
+  CHECK(per_key <= 64.0);
+  // Lowering the bound below what is held gives the memory back.
+  table.set_max_keys(20'000, t0 + 1s);
+  CHECK(table.size() <= 20'000);
+  CHECK(table.memory_bytes() < empty + 20'000 * 64);
 }
 
 TEST_CASE("a table of one million keys costs at most 64 bytes per key", "[limiter][memory]") {
