@@ -80,7 +80,7 @@ class pool {
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
 
-  /// A connection: an idle one (most recently used first; ones whose peer closed are dropped), else a new
+  /// A connection: an idle one (most recently used first, not probed: see peer_closed), else a new
   /// one when busy + idle < max_connections, else waits in the FIFO queue for at most queue_timeout.
   /// fresh_only skips idle connections (the retry after a stale one), closing an idle one to make room
   /// when at the bound. Completes with pool_errc on failure. New connections have TCP_NODELAY set.

@@ -589,10 +589,16 @@ TEST_CASE("peer_closed tells when the upstream closed a connection or spoke out 
       up.send_unsolicited();
     }
     co_await until([&] { return peer_closed(*conn); });
-    // Back in the pool it is still open on our side; the next acquire must not hand it out.
+    // Back in the pool it is still open on our side. acquire() hands it out unprobed (a syscall per
+    // request otherwise); peer_closed() is how the session tells before it risks a non-idempotent request.
     p.release(std::move(conn), true);
     CHECK(p.idle() == 1);
-    auto [ec2, fresh] = co_await p.acquire();
+    auto [ec2, reused] = co_await p.acquire();
+    REQUIRE(reused);
+    CHECK(reused->requests == 1);
+    CHECK(peer_closed(*reused));
+    p.release(std::move(reused), false);
+    auto [ec3, fresh] = co_await p.acquire(true);
     REQUIRE(fresh);
     CHECK(fresh->requests == 0);
     CHECK(p.idle() == 0);
