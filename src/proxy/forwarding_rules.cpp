@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
-#include <vector>
+#include <iterator>
+
+#include <fmt/format.h>
 
 namespace sluice::proxy {
 
@@ -20,6 +22,70 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
 }
+
+void append(reply_buffer& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
+
+void append_field(reply_buffer& out, std::string_view name, std::string_view value) {
+  append(out, name);
+  append(out, ": ");
+  append(out, value);
+  append(out, "\r\n");
+}
+
+/// X-Forwarded-For, -Proto or -Host: replaced by sluice's own.
+bool is_forwarded_field(std::string_view name) {
+  constexpr std::string_view prefix = "X-Forwarded-";
+  if (name.size() < prefix.size() + 3 || !beast::iequals(name.substr(0, prefix.size()), prefix)) return false;
+  const auto rest = name.substr(prefix.size());
+  return beast::iequals(rest, "For") || beast::iequals(rest, "Proto") || beast::iequals(rest, "Host");
+}
+
+/// Which fields of a head never travel past one hop (RFC 9110 §7.6.1): the fixed ones and every field the
+/// Connection lines name, except the framing and routing fields (dropping Content-Length or Host at a
+/// client's request would desynchronise the upstream's idea of the message). The names are views into
+/// the head, which must outlive this.
+class hop_by_hop {
+ public:
+  explicit hop_by_hop(const http::fields& head) : head_(head) {
+    for (auto [it, end] = head.equal_range(http::field::connection); it != end; ++it) {
+      for (auto token : http::token_list{it->value()}) {
+        if (beast::iequals(token, "connection") || beast::iequals(token, "content-length") ||
+            beast::iequals(token, "host")) {
+          continue;
+        }
+        if (count_ < named_.size()) {
+          named_[count_++] = token;
+        } else {
+          overflow_ = true;  // more than 16 names is abuse: skips() then walks the Connection lines again
+        }
+      }
+    }
+  }
+
+  [[nodiscard]] bool skips(const http::fields::value_type& f) const {
+    const auto id = f.name();
+    if (std::find(fixed_hop_by_hop.begin(), fixed_hop_by_hop.end(), id) != fixed_hop_by_hop.end()) return true;
+    if (id == http::field::connection) return true;
+    if (count_ == 0 || id == http::field::content_length || id == http::field::host) return false;
+    const auto name = f.name_string();
+    for (std::size_t i = 0; i < count_; ++i) {
+      if (beast::iequals(named_[i], name)) return true;
+    }
+    if (!overflow_) return false;
+    for (auto [it, end] = head_.equal_range(http::field::connection); it != end; ++it) {
+      for (auto token : http::token_list{it->value()}) {
+        if (beast::iequals(token, name)) return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  const http::fields& head_;
+  std::array<std::string_view, 16> named_;
+  std::size_t count_ = 0;
+  bool overflow_ = false;
+};
 
 }  // namespace
 
@@ -59,45 +125,6 @@ bool has_obs_fold(std::string_view raw_head) {
   return false;
 }
 
-void strip_hop_by_hop(http::fields& fields) {
-  // Names are collected first: erasing while walking the Connection range could invalidate its end.
-  std::array<std::string_view, 16> named;
-  std::size_t count = 0;
-  bool overflow = false;
-  for (auto [it, end] = fields.equal_range(http::field::connection); it != end; ++it) {
-    for (auto token : http::token_list{it->value()}) {
-      // Framing and routing fields stay even when Connection names them: dropping Content-Length or
-      // Host at a client's request would desynchronise the upstream's idea of the message.
-      if (beast::iequals(token, "connection") || beast::iequals(token, "content-length") ||
-          beast::iequals(token, "host")) {
-        continue;
-      }
-      if (count < named.size()) {
-        named[count++] = token;
-      } else {
-        overflow = true;
-      }
-    }
-  }
-  // The views point into Connection values, which are erased last.
-  for (std::size_t i = 0; i < count; ++i) fields.erase(named[i]);
-  if (overflow) {
-    // More than 16 names is abuse; take the slow path with owned copies rather than keep any of them.
-    std::vector<std::string> rest;
-    for (auto [it, end] = fields.equal_range(http::field::connection); it != end; ++it) {
-      for (auto token : http::token_list{it->value()}) rest.emplace_back(token);
-    }
-    for (const auto& name : rest) {
-      if (!beast::iequals(name, "connection") && !beast::iequals(name, "content-length") &&
-          !beast::iequals(name, "host")) {
-        fields.erase(name);
-      }
-    }
-  }
-  fields.erase(http::field::connection);
-  for (auto f : fixed_hop_by_hop) fields.erase(f);
-}
-
 void join_forwarded_for(const http::fields& fields, std::string& out) {
   out.clear();
   for (auto [it, end] = fields.equal_range("X-Forwarded-For"); it != end; ++it) {
@@ -108,46 +135,49 @@ void join_forwarded_for(const http::fields& fields, std::string& out) {
   }
 }
 
-void rewrite_request(http::request_header<>& head, std::string_view peer, std::string_view forwarded_for,
-                     bool body_chunked) {
-  strip_hop_by_hop(head);
-  head.version(11);
-
-  if (forwarded_for.empty()) {
-    head.set("X-Forwarded-For", peer);
-  } else {
-    std::array<char, 512> local;
-    const auto total = forwarded_for.size() + 2 + peer.size();
-    if (total <= local.size()) {
-      auto* p = std::copy(forwarded_for.begin(), forwarded_for.end(), local.data());
-      *p++ = ',';
-      *p++ = ' ';
-      std::copy(peer.begin(), peer.end(), p);
-      head.set("X-Forwarded-For", std::string_view(local.data(), total));
-    } else {
-      std::string joined;
-      joined.reserve(total);
-      joined.append(forwarded_for).append(", ").append(peer);
-      head.set("X-Forwarded-For", joined);
+void write_request_head(const http::request_header<>& head, std::string_view peer, std::string_view forwarded_for,
+                        bool body_chunked, reply_buffer& out) {
+  out.clear();
+  const hop_by_hop hop(head);
+  append(out, head.method_string());
+  append(out, " ");
+  append(out, head.target());
+  append(out, " HTTP/1.1\r\n");
+  bool length_written = false;
+  std::string_view host;
+  bool has_host = false;
+  for (const auto& f : head) {
+    if (hop.skips(f)) continue;
+    const auto name = f.name_string();
+    switch (f.name()) {
+      case http::field::content_length:
+        // The parser already proved duplicates equal; one field is what every upstream accepts.
+        if (length_written) continue;
+        length_written = true;
+        break;
+      case http::field::expect:
+        if (beast::iequals(trim(f.value()), "100-continue")) continue;
+        break;
+      case http::field::host:
+        host = f.value();
+        has_host = true;
+        break;
+      default:
+        if (is_forwarded_field(name)) continue;
+        break;
     }
+    append_field(out, name, f.value());
   }
-  head.set("X-Forwarded-Proto", "http");
-  if (auto host = head.find(http::field::host); host != head.end()) {
-    head.set("X-Forwarded-Host", host->value());
-  } else {
-    head.erase("X-Forwarded-Host");
+  append(out, "X-Forwarded-For: ");
+  if (!forwarded_for.empty()) {
+    append(out, forwarded_for);
+    append(out, ", ");
   }
-
-  if (auto expect = head.find(http::field::expect);
-      expect != head.end() && beast::iequals(trim(expect->value()), "100-continue")) {
-    head.erase(expect);
-  }
-  if (head.count(http::field::content_length) > 1) {
-    // The parser already proved the values equal; one field is what every upstream accepts.
-    const std::string value(head.find(http::field::content_length)->value());
-    head.set(http::field::content_length, value);
-  }
-  if (body_chunked) head.set(http::field::transfer_encoding, "chunked");
+  append(out, peer);
+  append(out, "\r\nX-Forwarded-Proto: http\r\n");
+  if (has_host) append_field(out, "X-Forwarded-Host", host);
+  if (body_chunked) append(out, "Transfer-Encoding: chunked\r\n");
+  append(out, "\r\n");
 }
 
 body_framing client_response_framing(bool head_request, unsigned status, bool has_content_length,
@@ -163,16 +193,39 @@ bool client_keeps_alive(bool client_wants_keep_alive, body_framing framing, bool
   return client_wants_keep_alive && !draining && framing != body_framing::close_delimited;
 }
 
-void rewrite_response(http::response_header<>& head, body_framing framing, bool keep_alive,
-                      unsigned client_version) {
-  strip_hop_by_hop(head);
-  head.version(11);
-  if (framing == body_framing::chunked) head.set(http::field::transfer_encoding, "chunked");
-  if (!keep_alive) {
-    head.set(http::field::connection, "close");
-  } else if (client_version < 11) {
-    head.set(http::field::connection, "keep-alive");
+void write_response_head(const http::response_header<>& head, body_framing framing, bool keep_alive,
+                         unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
+                         reply_buffer& out) {
+  using config::header_mode;
+  out.clear();
+  const hop_by_hop hop(head);
+  const bool replace_latest = limits != nullptr && (mode == header_mode::latest || mode == header_mode::both);
+  const bool replace_legacy = limits != nullptr && (mode == header_mode::legacy || mode == header_mode::both);
+  auto reason = head.reason();
+  if (reason.empty()) reason = http::obsolete_reason(head.result());
+  fmt::format_to(std::back_inserter(out), "HTTP/1.1 {} ", head.result_int());
+  append(out, reason);
+  append(out, "\r\n");
+  for (const auto& f : head) {
+    if (hop.skips(f)) continue;
+    const auto name = f.name_string();
+    if ((replace_latest || replace_legacy) && name.size() >= 9 && beast::iequals(name.substr(0, 9), "RateLimit")) {
+      const auto rest = name.substr(9);
+      const bool latest = rest.empty() || beast::iequals(rest, "-Policy");
+      const bool legacy =
+          beast::iequals(rest, "-Limit") || beast::iequals(rest, "-Remaining") || beast::iequals(rest, "-Reset");
+      if ((latest && replace_latest) || (legacy && replace_legacy)) continue;
+    }
+    append_field(out, name, f.value());
   }
+  if (framing == body_framing::chunked) append(out, "Transfer-Encoding: chunked\r\n");
+  if (!keep_alive) {
+    append(out, "Connection: close\r\n");
+  } else if (client_version < 11) {
+    append(out, "Connection: keep-alive\r\n");
+  }
+  if (limits != nullptr) append_rate_limit_lines(out, mode, *limits);
+  append(out, "\r\n");
 }
 
 bool is_idempotent(http::verb method) {

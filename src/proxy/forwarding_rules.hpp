@@ -4,9 +4,11 @@
 #include <string_view>
 
 #include "net.hpp"
+#include "proxy/local_reply.hpp"
 
 /// The header rules of a forwarding proxy (RFC 9110 §7.6, RFC 9112 §6.3, CONTRACT.md "On the wire").
-/// Pure functions over Beast headers: no I/O, no logging. Thread-safe (they touch only their arguments).
+/// Pure functions over Beast headers: no I/O, no logging; heads are serialised, never edited in place.
+/// Thread-safe (they touch only their arguments).
 namespace sluice::proxy {
 
 /// What is wrong with a request head that Beast's parser accepted but a proxy must refuse (-> 400, close).
@@ -30,20 +32,18 @@ enum class head_problem {
 /// SP or HTAB after the first line.
 [[nodiscard]] bool has_obs_fold(std::string_view raw_head);
 
-/// Removes the hop-by-hop fields: Connection and every field it names, Keep-Alive, Proxy-Connection, TE,
-/// Trailer, Transfer-Encoding, Upgrade.
-void strip_hop_by_hop(http::fields& fields);
-
 /// Every X-Forwarded-For line of the head joined with ", " into out (cleared first); empty when absent.
 void join_forwarded_for(const http::fields& fields, std::string& out);
 
-/// Rewrites a client's request head for the upstream, in place: hop-by-hop fields removed, X-Forwarded-For
-/// set to `forwarded_for, peer` (or `peer`), X-Forwarded-Proto: http, X-Forwarded-Host: the Host value,
-/// "Expect: 100-continue" removed (sluice answers it itself), duplicate equal Content-Length fields merged,
-/// HTTP/1.1, and Transfer-Encoding: chunked again when the body arrives chunked (re-framed, not relayed).
-/// forwarded_for is the joined value from join_forwarded_for (must not view into head).
-void rewrite_request(http::request_header<>& head, std::string_view peer, std::string_view forwarded_for,
-                     bool body_chunked);
+/// Serialises a client's request head for the upstream into out (cleared first), without changing head:
+/// request line as HTTP/1.1; the hop-by-hop fields (Connection and every field it names but Content-Length
+/// and Host, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade) left out; one
+/// Content-Length of equal duplicates; "Expect: 100-continue" left out (sluice answers it itself);
+/// X-Forwarded-For set to `forwarded_for, peer` (or `peer`), X-Forwarded-Proto: http, X-Forwarded-Host: the
+/// Host value (client-sent ones replaced); Transfer-Encoding: chunked when the body arrives chunked (it is
+/// re-framed, not relayed). forwarded_for is the joined value from join_forwarded_for.
+void write_request_head(const http::request_header<>& head, std::string_view peer, std::string_view forwarded_for,
+                        bool body_chunked, reply_buffer& out);
 
 /// How a response body is framed towards the client.
 enum class body_framing {
@@ -61,11 +61,14 @@ enum class body_framing {
 /// "close", HTTP/1.0 with "keep-alive"), the framing allows it, and the server is not draining.
 [[nodiscard]] bool client_keeps_alive(bool client_wants_keep_alive, body_framing framing, bool draining);
 
-/// Rewrites an upstream response head for the client, in place: hop-by-hop fields removed, version 1.1,
-/// Transfer-Encoding: chunked when framing says so, and Connection: close or keep-alive as needed
-/// (HTTP/1.0 clients are told keep-alive explicitly).
-void rewrite_response(http::response_header<>& head, body_framing framing, bool keep_alive,
-                      unsigned client_version);
+/// Serialises an upstream response head for the client into out (cleared first), without changing head:
+/// status line as HTTP/1.1 with the upstream's reason; hop-by-hop fields left out; Transfer-Encoding: chunked
+/// when framing says so; Connection: close, or keep-alive for an HTTP/1.0 client that keeps the connection;
+/// then, when limits is not null, the rate limit fields of mode, replacing any of the same names the
+/// upstream sent.
+void write_response_head(const http::response_header<>& head, body_framing framing, bool keep_alive,
+                         unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
+                         reply_buffer& out);
 
 /// True for methods RFC 9110 §9.2.2 calls idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE): a
 /// request that may be sent again after a stale pooled connection failed.

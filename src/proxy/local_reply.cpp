@@ -59,31 +59,6 @@ void append_rate_limit_lines(reply_buffer& out, config::header_mode mode, const 
   }
 }
 
-void set_rate_limit_fields(http::fields& fields, config::header_mode mode, const limiter::limit_status& s) {
-  using config::header_mode;
-  fmt::basic_memory_buffer<char, 256> v;
-  auto value = [&] { return std::string_view(v.data(), v.size()); };
-  if (mode == header_mode::latest || mode == header_mode::both) {
-    v.clear();
-    fmt::format_to(std::back_inserter(v), "\"{}\";q={};w={}", s.name, s.burst, s.window_seconds);
-    fields.set("RateLimit-Policy", value());
-    v.clear();
-    fmt::format_to(std::back_inserter(v), "\"{}\";r={};t={}", s.name, s.remaining, s.reset_seconds);
-    fields.set("RateLimit", value());
-  }
-  if (mode == header_mode::legacy || mode == header_mode::both) {
-    v.clear();
-    fmt::format_to(std::back_inserter(v), "{}", s.burst);
-    fields.set("RateLimit-Limit", value());
-    v.clear();
-    fmt::format_to(std::back_inserter(v), "{}", s.remaining);
-    fields.set("RateLimit-Remaining", value());
-    v.clear();
-    fmt::format_to(std::back_inserter(v), "{}", s.reset_seconds);
-    fields.set("RateLimit-Reset", value());
-  }
-}
-
 void format_rate_limited(reply_buffer& out, const limiter::decision& d, config::header_mode mode,
                          bool keep_alive) {
   out.clear();

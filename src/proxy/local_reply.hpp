@@ -6,22 +6,19 @@
 
 #include "config/config.hpp"
 #include "limiter/decider.hpp"
-#include "net.hpp"
 
 /// Responses sluice makes itself (CONTRACT.md "On the wire"): the 429 and the 4xx/5xx errors, each with a
 /// short JSON body, plus the rate limit header fields. Formatted into inline storage with fmt: no heap
 /// allocation for ordinary limit names. Pure; thread-safe (touches only its arguments).
 namespace sluice::proxy {
 
-/// Where a local reply is formatted: 1 KiB inline, grows on the heap only for absurdly long limit names.
+/// Where a local reply or a rewritten head is formatted: 1 KiB inline; grows on the heap (and keeps the
+/// capacity) for larger heads or absurdly long limit names.
 using reply_buffer = fmt::basic_memory_buffer<char, 1024>;
 
 /// Appends the rate limit header lines (each ending CRLF) for mode and the given limit state; nothing
 /// for header_mode::none.
 void append_rate_limit_lines(reply_buffer& out, config::header_mode mode, const limiter::limit_status& status);
-
-/// Sets the rate limit fields on a forwarded response's head (replacing any the upstream sent).
-void set_rate_limit_fields(http::fields& fields, config::header_mode mode, const limiter::limit_status& status);
 
 /// Formats "429 Too Many Requests" for a rejecting decision: Retry-After, the JSON body
 /// {"error":"rate_limited","limit":"NAME","retry_after":S}, the rate limit headers, and Connection: close

@@ -4,6 +4,7 @@
 #include <bit>
 #include <limits>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "log/logging.hpp"
@@ -46,6 +47,42 @@ bool is_stale_failure(const error_code& ec) {
   return ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
          ec == net::error::broken_pipe || ec == net::error::connection_aborted;
 }
+
+/// The buffers of one write towards a peer: a head (first write only), then a piece of body framed for its
+/// transfer coding. Chunked: each piece becomes a chunk, and the last write ends with the last chunk
+/// (no trailers); otherwise the bytes go as they are (Content-Length or close-delimited framing).
+class framed_write {
+ public:
+  void head(const char* data, std::size_t size) { bufs_[0] = net::const_buffer(data, size); }
+
+  /// size may be 0 (a head alone, or the end of a chunked body); last: no more body follows.
+  void piece(const char* data, std::size_t size, bool chunked, bool last) {
+    last_ = last;
+    if (!chunked) {
+      bufs_[2] = net::const_buffer(data, size);
+      return;
+    }
+    if (size > 0) {
+      const auto r = fmt::format_to_n(chunk_size_, sizeof chunk_size_, "{:x}\r\n", size);
+      bufs_[1] = net::const_buffer(chunk_size_, r.size);
+      bufs_[2] = net::const_buffer(data, size);
+      bufs_[3] = last ? net::buffer(crlf_last_chunk) : net::buffer(crlf);
+    } else if (last) {
+      bufs_[3] = net::buffer(last_chunk);
+    }
+  }
+
+  [[nodiscard]] const std::array<net::const_buffer, 4>& buffers() const { return bufs_; }
+  [[nodiscard]] bool last() const { return last_; }
+
+ private:
+  static constexpr std::string_view crlf = "\r\n";
+  static constexpr std::string_view last_chunk = "0\r\n\r\n";
+  static constexpr std::string_view crlf_last_chunk = "\r\n0\r\n\r\n";
+  std::array<net::const_buffer, 4> bufs_{};  // head, chunk size line, data, chunk end
+  char chunk_size_[20];
+  bool last_ = false;
+};
 
 }  // namespace
 
@@ -373,13 +410,14 @@ net::awaitable<bool> session::forward(request_state& rs) {
   auto& req = req_->get();
   auto& wm = ctx_.metrics;
   const bool idempotent = is_idempotent(req.method());
-  rewrite_request(req.base(), std::string_view(peer_text_.data(), peer_len_), forwarded_for_, req_->chunked());
+  const bool chunked_in = req_->chunked();
+  // reply_ holds the request head until the response head replaces it (a retry sends it again).
+  write_request_head(req.base(), std::string_view(peer_text_.data(), peer_len_), forwarded_for_, chunked_in, reply_);
 
   auto [aec, conn] = co_await acquire_upstream(false);
   if (aec) {
     const auto [status, kind] = map_pool_error(aec);
-    const bool k = co_await fail_upstream(rs, status, kind);
-    co_return k;
+    co_return co_await fail_upstream(rs, status, kind);
   }
   if (conn->requests > 0 && !idempotent && upstream::peer_closed(*conn)) {
     // Never risk a non-idempotent request on a connection the upstream may be closing.
@@ -387,8 +425,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     auto [fec, fresh] = co_await acquire_upstream(true);
     if (fec) {
       const auto [status, kind] = map_pool_error(fec);
-      const bool k = co_await fail_upstream(rs, status, kind);
-      co_return k;
+      co_return co_await fail_upstream(rs, status, kind);
     }
     conn = std::move(fresh);
   }
@@ -406,50 +443,42 @@ net::awaitable<bool> session::forward(request_state& rs) {
     const bool reused = conn->requests > 0;
     error_code up_ec;
     bool client_failed = false;
-    {
-      http::request_serializer<http::buffer_body> sr(req);
-      bool head_written = false;
-      for (;;) {
-        if (retried) {
-          // Resending: the whole body (if any) is still in body_buf_; see `resendable` below.
-          body.data = fills == 1 ? body_buffer() : nullptr;
-          body.size = fills == 1 ? held : 0;
-          body.more = false;
-        } else if (!req_->is_done() && (head_written || buffer_.size() > 0)) {
-          // Body bytes already buffered go out with the head in one write; otherwise the head goes
-          // first and the body follows as the client sends it.
-          body.data = body_buffer();
-          body.size = body_chunk_bytes;
-          client_.expires_after(settings.server.idle_timeout);
-          auto [rec, rn] = co_await http::async_read_some(client_, buffer_, *req_, use_tuple);
-          if (rec == http::error::need_buffer) rec = {};
-          if (rec) {
-            up_ec = rec;
-            client_failed = true;
-            break;
-          }
-          const auto filled = body_chunk_bytes - body.size;
-          body.data = body_buffer();
-          body.size = filled;
-          body.more = !req_->is_done();
-          if (filled == 0 && body.more) continue;
-          ++fills;
-          held = filled;
-        } else {
-          body.data = nullptr;
-          body.size = 0;
-          body.more = !req_->is_done();
-        }
-        head_written = true;
-        conn->stream.expires_after(settings.upstream.response_timeout);
-        auto [wec, wn] = co_await http::async_write(conn->stream, sr, use_tuple);
-        if (wec == http::error::need_buffer) wec = {};
-        if (wec) {
-          up_ec = wec;
+    bool head_written = false;
+    for (;;) {
+      framed_write out;
+      if (retried) {
+        // Resending: the whole body (if any) is still in body_buf_; see `resendable` below.
+        out.piece(fills == 1 ? body_buffer() : nullptr, fills == 1 ? held : 0, chunked_in, true);
+      } else if (!req_->is_done() && (head_written || buffer_.size() > 0)) {
+        // Body bytes already buffered go out with the head in one write; otherwise the head goes
+        // first and the body follows as the client sends it.
+        body.data = body_buffer();
+        body.size = body_chunk_bytes;
+        client_.expires_after(settings.server.idle_timeout);
+        auto [rec, rn] = co_await http::async_read_some(client_, buffer_, *req_, use_tuple);
+        if (rec == http::error::need_buffer) rec = {};
+        if (rec) {
+          up_ec = rec;
+          client_failed = true;
           break;
         }
-        if (sr.is_done()) break;
+        const auto filled = body_chunk_bytes - body.size;
+        if (filled == 0 && !req_->is_done()) continue;
+        ++fills;
+        held = filled;
+        out.piece(body_buffer(), filled, chunked_in, req_->is_done());
+      } else {
+        out.piece(nullptr, 0, chunked_in, req_->is_done());
       }
+      if (!head_written) out.head(reply_.data(), reply_.size());
+      head_written = true;
+      conn->stream.expires_after(settings.upstream.response_timeout);
+      auto [wec, wn] = co_await net::async_write(conn->stream, out.buffers(), use_tuple);
+      if (wec) {
+        up_ec = wec;
+        break;
+      }
+      if (out.last()) break;
     }
     if (client_failed) {
       ctx_.pool.release(std::move(conn), false);
@@ -465,10 +494,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
 
     if (!up_ec) {
       sent_at = steady::now();
-      res_.emplace();
-      res_->body_limit(boost::none);
-      res_->header_limit(upstream_header_limit);
-      if (rs.head_request) res_->skip(true);
+      new_response_parser(rs.head_request);
       conn->stream.expires_after(settings.upstream.response_timeout);
       for (;;) {
         auto [rec, rn] = co_await http::async_read_header(conn->stream, conn->buffer, *res_, use_tuple);
@@ -483,10 +509,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
         }
         if (status >= 200) break;
         // 1xx informational responses are dropped (sluice answers Expect: 100-continue itself).
-        res_.emplace();
-        res_->body_limit(boost::none);
-        res_->header_limit(upstream_header_limit);
-        if (rs.head_request) res_->skip(true);
+        new_response_parser(rs.head_request);
       }
     }
     if (!up_ec) break;
@@ -502,24 +525,18 @@ net::awaitable<bool> session::forward(request_state& rs) {
       auto [fec, fresh] = co_await acquire_upstream(true);
       if (fec) {
         const auto [status, kind] = map_pool_error(fec);
-        const bool k = co_await fail_upstream(rs, status, kind);
-        co_return k;
+        co_return co_await fail_upstream(rs, status, kind);
       }
       conn = std::move(fresh);
       conn->buffer.reserve(body_chunk_bytes);
       continue;
     }
-    if (up_ec == beast::error::timeout) {
-      const bool k = co_await fail_upstream(rs, 504, upstream_error::response_timeout);
-      co_return k;
-    }
+    if (up_ec == beast::error::timeout) co_return co_await fail_upstream(rs, 504, upstream_error::response_timeout);
     if (is_stale_failure(up_ec) || up_ec == http::error::partial_message || up_ec == net::error::operation_aborted ||
         up_ec == net::error::bad_descriptor) {
-      const bool k = co_await fail_upstream(rs, 502, upstream_error::reset);
-      co_return k;
+      co_return co_await fail_upstream(rs, 502, upstream_error::reset);
     }
-    const bool k = co_await fail_upstream(rs, 502, upstream_error::bad_response);
-    co_return k;
+    co_return co_await fail_upstream(rs, 502, upstream_error::bad_response);
   }
 
   rs.upstream_time = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent_at);
@@ -532,72 +549,65 @@ net::awaitable<bool> session::forward(request_state& rs) {
       client_response_framing(rs.head_request, rs.status, res_->content_length().has_value(), rs.client_version);
   const bool upstream_keeps = res_->keep_alive();
   bool keep = client_keeps_alive(rs.wants_keep_alive, framing, ctx_.draining) && req_->is_done();
-  rewrite_response(res.base(), framing, keep, rs.client_version);
-  if (rs.decision.matched && settings.rate_limit_headers != config::header_mode::none) {
-    set_rate_limit_fields(res.base(), settings.rate_limit_headers, rs.decision.status);
-  }
+  const limiter::limit_status* limits = rs.decision.matched ? &rs.decision.status : nullptr;
+  write_response_head(res.base(), framing, keep, rs.client_version, settings.rate_limit_headers, limits, reply_);
+  const bool chunked_out = framing == body_framing::chunked;
 
   auto& rbody = res.body();
   bool response_started = false;
   bool failed = false;
-  {
-    http::response_serializer<http::buffer_body> sr(res);
-    bool head_only = true;
-    for (;;) {
-      // The head goes out alone only when no body byte is buffered yet, so a streaming upstream's head
-      // is not held back; otherwise head and first body bytes leave in one write.
-      if (!res_->is_done() && (!head_only || conn->buffer.size() > 0)) {
-        rbody.data = body_buffer();
-        rbody.size = body_chunk_bytes;
-        conn->stream.expires_after(settings.upstream.response_timeout);
-        auto [rec, rn] = co_await http::async_read_some(conn->stream, conn->buffer, *res_, use_tuple);
-        if (rec == http::error::need_buffer) rec = {};
-        if (rec) {
-          failed = true;
-          if (!response_started) {
-            ctx_.pool.release(std::move(conn), false);
-            upstream_in_use_ = nullptr;
-            const auto kind = rec == beast::error::timeout ? upstream_error::response_timeout
-                              : (rec == http::error::partial_message || is_stale_failure(rec))
-                                  ? upstream_error::reset
-                                  : upstream_error::bad_response;
-            {
-      const bool k = co_await fail_upstream(rs, kind == upstream_error::response_timeout ? 504 : 502, kind);
-      co_return k;
-    }
-          }
-          wm.upstream_errors[static_cast<unsigned>(rec == beast::error::timeout ? upstream_error::response_timeout
-                                                                                : upstream_error::reset)]
-              .add();
-          break;
-        }
-        const auto filled = body_chunk_bytes - rbody.size;
-        rbody.data = body_buffer();
-        rbody.size = filled;
-        rbody.more = !res_->is_done();
-        if (filled == 0 && rbody.more) continue;
-      } else {
-        rbody.data = nullptr;
-        rbody.size = 0;
-        rbody.more = !res_->is_done();
-      }
-      head_only = false;
-      client_.expires_after(settings.server.idle_timeout);
-      auto [wec, wn] = co_await http::async_write(client_, sr, use_tuple);
-      rs.bytes_sent += wn;
-      response_started = true;
-      if (wec == http::error::need_buffer) wec = {};
-      if (wec) {
+  for (;;) {
+    framed_write out;
+    // The head goes out alone only when no body byte is buffered yet, so a streaming upstream's head is
+    // not held back; otherwise head and first body bytes leave in one write.
+    if (!res_->is_done() && (response_started || conn->buffer.size() > 0)) {
+      rbody.data = body_buffer();
+      rbody.size = body_chunk_bytes;
+      conn->stream.expires_after(settings.upstream.response_timeout);
+      auto [rec, rn] = co_await http::async_read_some(conn->stream, conn->buffer, *res_, use_tuple);
+      if (rec == http::error::need_buffer) rec = {};
+      if (rec) {
         failed = true;
+        const auto kind = rec == beast::error::timeout ? upstream_error::response_timeout
+                          : (rec == http::error::partial_message || is_stale_failure(rec)) ? upstream_error::reset
+                                                                                          : upstream_error::bad_response;
+        if (!response_started) {
+          ctx_.pool.release(std::move(conn), false);
+          upstream_in_use_ = nullptr;
+          co_return co_await fail_upstream(rs, kind == upstream_error::response_timeout ? 504 : 502, kind);
+        }
+        wm.upstream_errors[static_cast<unsigned>(kind == upstream_error::response_timeout ? kind : upstream_error::reset)]
+            .add();
         break;
       }
-      if (sr.is_done()) break;
+      const auto filled = body_chunk_bytes - rbody.size;
+      if (filled == 0 && !res_->is_done()) continue;
+      out.piece(body_buffer(), filled, chunked_out, res_->is_done());
+    } else {
+      out.piece(nullptr, 0, chunked_out, res_->is_done());
     }
+    if (!response_started) out.head(reply_.data(), reply_.size());
+    client_.expires_after(settings.server.idle_timeout);
+    auto [wec, wn] = co_await net::async_write(client_, out.buffers(), use_tuple);
+    rs.bytes_sent += wn;
+    response_started = true;
+    if (wec) {
+      failed = true;
+      break;
+    }
+    if (out.last()) break;
   }
   rs.result = outcome::forwarded;
   ctx_.pool.release(std::move(conn), !failed && upstream_keeps && res_->is_done());
   upstream_in_use_ = nullptr;
   co_return keep && !failed;
+}
+
+void session::new_response_parser(bool head_request) {
+  res_.emplace();
+  res_->body_limit(boost::none);
+  res_->header_limit(upstream_header_limit);
+  if (head_request) res_->skip(true);
 }
 
 }  // namespace sluice::proxy

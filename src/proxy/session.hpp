@@ -60,6 +60,7 @@ class session
   net::awaitable<bool> write_local(request_state& rs, unsigned status, bool keep_alive);
   net::awaitable<bool> skip_request_body();
   net::awaitable<void> linger_close();
+  void new_response_parser(bool head_request);
   void finish(request_state& rs);
   char* body_buffer();
   void return_body_buffer();
@@ -75,7 +76,7 @@ class session
   std::array<char, 48> peer_text_{};
   std::size_t peer_len_ = 0;
   std::string forwarded_for_;                 ///< joined X-Forwarded-For of the current request (reused)
-  reply_buffer reply_;
+  reply_buffer reply_;                        ///< what sluice writes itself: a local reply, or a rewritten head
   upstream::connection* upstream_in_use_ = nullptr;  ///< for force_close
   bool waiting_for_request_ = false;          ///< idle: no byte of the next request yet
 };

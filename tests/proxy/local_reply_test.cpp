@@ -98,26 +98,3 @@ TEST_CASE("an error after the limiter saw the request carries the rate limit hea
         "RateLimit-Policy: \"api\";q=10;w=5\r\nRateLimit: \"api\";r=7;t=1\r\n\r\n{\"error\":\"bad_gateway\"}");
 }
 
-TEST_CASE("a forwarded response gets the rate limit fields, replacing the upstream's", "[proxy]") {
-  const limiter::limit_status s{"per-key", 2000, 2, 1999, 1};
-  http::fields f;
-  f.set("RateLimit", "bogus");
-  SECTION("latest") {
-    set_rate_limit_fields(f, header_mode::latest, s);
-    CHECK(f["RateLimit-Policy"] == "\"per-key\";q=2000;w=2");
-    CHECK(f["RateLimit"] == "\"per-key\";r=1999;t=1");
-    CHECK(f.count("RateLimit") == 1);
-    CHECK(f.find("RateLimit-Limit") == f.end());
-  }
-  SECTION("legacy") {
-    set_rate_limit_fields(f, header_mode::legacy, s);
-    CHECK(f["RateLimit-Limit"] == "2000");
-    CHECK(f["RateLimit-Remaining"] == "1999");
-    CHECK(f["RateLimit-Reset"] == "1");
-    CHECK(f.find("RateLimit-Policy") == f.end());
-  }
-  SECTION("none") {
-    set_rate_limit_fields(f, header_mode::none, s);
-    CHECK(f["RateLimit"] == "bogus");
-  }
-}
