@@ -23,8 +23,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-void append(reply_buffer& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
-
 void append_field(reply_buffer& out, std::string_view name, std::string_view value) {
   append(out, name);
   append(out, ": ");
@@ -47,8 +45,10 @@ bool is_forwarded_field(std::string_view name) {
 class hop_by_hop {
  public:
   explicit hop_by_hop(const http::fields& head) : head_(head) {
-    for (auto [it, end] = head.equal_range(http::field::connection); it != end; ++it) {
-      for (auto token : http::token_list{it->value()}) {
+    // A walk over the few fields of a head is cheaper than the field set's case-insensitive lookup.
+    for (const auto& f : head) {
+      if (f.name() != http::field::connection) continue;
+      for (auto token : http::token_list{f.value()}) {
         if (beast::iequals(token, "connection") || beast::iequals(token, "content-length") ||
             beast::iequals(token, "host")) {
           continue;
@@ -72,8 +72,9 @@ class hop_by_hop {
       if (beast::iequals(named_[i], name)) return true;
     }
     if (!overflow_) return false;
-    for (auto [it, end] = head_.equal_range(http::field::connection); it != end; ++it) {
-      for (auto token : http::token_list{it->value()}) {
+    for (const auto& c : head_) {
+      if (c.name() != http::field::connection) continue;
+      for (auto token : http::token_list{c.value()}) {
         if (beast::iequals(token, name)) return true;
       }
     }
@@ -203,7 +204,10 @@ void write_response_head(const http::response_header<>& head, body_framing frami
   const bool replace_legacy = limits != nullptr && (mode == header_mode::legacy || mode == header_mode::both);
   auto reason = head.reason();
   if (reason.empty()) reason = http::obsolete_reason(head.result());
-  fmt::format_to(std::back_inserter(out), "HTTP/1.1 {} ", head.result_int());
+  const fmt::format_int code(head.result_int());
+  append(out, "HTTP/1.1 ");
+  append(out, std::string_view(code.data(), code.size()));
+  append(out, " ");
   append(out, reason);
   append(out, "\r\n");
   for (const auto& f : head) {

@@ -1,6 +1,7 @@
 #include "proxy/local_reply.hpp"
 
 #include <array>
+#include <cstring>
 #include <iterator>
 
 namespace sluice::proxy {
@@ -21,7 +22,10 @@ std::string_view reason(unsigned status) {
   }
 }
 
-void append(reply_buffer& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
+void append_number(reply_buffer& out, std::uint64_t n) {
+  const fmt::format_int text(n);
+  append(out, std::string_view(text.data(), text.size()));
+}
 
 void finish_head(reply_buffer& out, bool keep_alive) {
   // Local replies are always sent as HTTP/1.1 with a Content-Length, so keep-alive needs no header for
@@ -47,32 +51,55 @@ std::string_view error_name(unsigned status) {
 }
 
 void append_rate_limit_lines(reply_buffer& out, config::header_mode mode, const limiter::limit_status& s) {
+  // Every forwarded response carries these, so they are appended piece by piece (fmt::format_int
+  // for the numbers) rather than through a format string.
   using config::header_mode;
   if (mode == header_mode::latest || mode == header_mode::both) {
-    fmt::format_to(std::back_inserter(out),
-                   "RateLimit-Policy: \"{}\";q={};w={}\r\nRateLimit: \"{}\";r={};t={}\r\n", s.name, s.burst,
-                   s.window_seconds, s.name, s.remaining, s.reset_seconds);
+    append(out, "RateLimit-Policy: \"");
+    append(out, s.name);
+    append(out, "\";q=");
+    append_number(out, s.burst);
+    append(out, ";w=");
+    append_number(out, s.window_seconds);
+    append(out, "\r\nRateLimit: \"");
+    append(out, s.name);
+    append(out, "\";r=");
+    append_number(out, s.remaining);
+    append(out, ";t=");
+    append_number(out, s.reset_seconds);
+    append(out, "\r\n");
   }
   if (mode == header_mode::legacy || mode == header_mode::both) {
-    fmt::format_to(std::back_inserter(out), "RateLimit-Limit: {}\r\nRateLimit-Remaining: {}\r\nRateLimit-Reset: {}\r\n",
-                   s.burst, s.remaining, s.reset_seconds);
+    append(out, "RateLimit-Limit: ");
+    append_number(out, s.burst);
+    append(out, "\r\nRateLimit-Remaining: ");
+    append_number(out, s.remaining);
+    append(out, "\r\nRateLimit-Reset: ");
+    append_number(out, s.reset_seconds);
+    append(out, "\r\n");
   }
 }
 
 void format_rate_limited(reply_buffer& out, const limiter::decision& d, config::header_mode mode,
                          bool keep_alive) {
+  // The shed path: every piece is appended directly, no format string is parsed per reply.
   out.clear();
-  // Content-Length needs the body's size, so the body is formatted first into inline storage of its own.
-  fmt::basic_memory_buffer<char, 256> body;
-  fmt::format_to(std::back_inserter(body), R"({{"error":"rate_limited","limit":"{}","retry_after":{}}})",
-                 d.rejected_by, d.retry_after_seconds);
-  fmt::format_to(std::back_inserter(out),
-                 "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
-                 "Retry-After: {}\r\n",
-                 body.size(), d.retry_after_seconds);
+  const fmt::format_int retry_after(d.retry_after_seconds);
+  const std::string_view retry(retry_after.data(), retry_after.size());
+  // {"error":"rate_limited","limit":"","retry_after":} is 50 bytes around the name and the number.
+  const std::size_t body_size = 50 + d.rejected_by.size() + retry.size();
+  append(out, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: ");
+  append_number(out, body_size);
+  append(out, "\r\nRetry-After: ");
+  append(out, retry);
+  append(out, "\r\n");
   if (d.matched) append_rate_limit_lines(out, mode, d.status);
   finish_head(out, keep_alive);
-  out.append(body.data(), body.data() + body.size());
+  append(out, R"({"error":"rate_limited","limit":")");
+  append(out, d.rejected_by);
+  append(out, R"(","retry_after":)");
+  append(out, retry);
+  append(out, "}");
 }
 
 void format_error(reply_buffer& out, unsigned status, bool keep_alive, config::header_mode mode,

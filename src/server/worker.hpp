@@ -28,9 +28,9 @@ struct worker_stats {
 [[nodiscard]] upstream::pool_limits pool_limits_for(const config::upstream_settings& u, unsigned count,
                                                     unsigned index);
 
-/// One thread's share of the proxy: its own io_context (concurrency hint 1), its own SO_REUSEPORT
-/// acceptor, upstream pool and metrics block, and the sessions it accepted (a connection never changes
-/// thread). Constructed and started on the control thread; run() on its own thread; the post_* calls and
+/// One thread's share of the proxy: its own io_context (one thread, no locking of socket I/O), its own
+/// SO_REUSEPORT acceptor, upstream pool and metrics block, and the sessions it accepted (a connection never
+/// changes thread). Constructed and started on the control thread; run() on its own thread; the post_* calls and
 /// stats() are thread-safe, everything else belongs to the worker's thread once run() started.
 class worker {
  public:
@@ -74,7 +74,9 @@ class worker {
 
   unsigned index_;
   unsigned count_;
-  net::io_context ioc_{1};
+  // Only this worker's thread touches its sockets once run() started (other threads post to it), so the
+  // reactor's per-descriptor locks are switched off; the scheduler keeps its lock for those posts.
+  net::io_context ioc_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::unique_ptr<upstream::pool> pool_;
   tcp::acceptor acceptor_;
