@@ -145,7 +145,7 @@ void session::close_if_idle() {
 void session::force_close() {
   error_code ec;
   client_.socket().close(ec);
-  if (upstream_in_use_ != nullptr) upstream_in_use_->stream.socket().close(ec);
+  if (upstream_in_use_ != nullptr) upstream_in_use_->stream.close();
 }
 
 net::awaitable<void> session::serve() {
@@ -168,10 +168,11 @@ net::awaitable<void> session::linger_close() {
     std::size_t drained = 0;
     while (drained < linger_max_bytes) {
       buffer_.clear();
-      auto [rec, n] = co_await client_.async_read_some(buffer_.prepare(initial_buffer_bytes), use_tuple);
+      auto [rec, n] = co_await client_.socket().async_read_some(buffer_.prepare(initial_buffer_bytes), use_tuple);
       if (rec) break;
       drained += n;
     }
+    (void)client_.settle({});
   }
   client_.socket().close(ec);
 }
@@ -186,13 +187,11 @@ net::awaitable<session::head_status> session::read_head() {
       std::min<std::size_t>(server.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
   req_->body_limit(server.max_body_bytes);
 
+  // The header deadline is set only when a read is needed after the head has begun: a head that
+  // arrives whole (nearly always) costs no deadline at all.
   bool started = buffer_.size() > 0;
-  if (started) {
-    client_.expires_after(server.header_timeout);
-  } else {
-    waiting_for_request_ = true;
-    client_.expires_after(server.idle_timeout);
-  }
+  std::optional<steady::time_point> head_deadline;
+  waiting_for_request_ = !started;
   for (;;) {
     if (buffer_.size() > 0) {
       error_code ec;
@@ -208,19 +207,23 @@ net::awaitable<session::head_status> session::read_head() {
       buffer_.consume(n);
       if (req_->is_header_done()) co_return head_status::ok;
     }
-    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(beast::read_size(buffer_, max_read_bytes)),
-                                                    use_tuple);
+    if (!started) {
+      client_.expires_after(server.idle_timeout);
+    } else {
+      if (!head_deadline) head_deadline = steady::now() + server.header_timeout;
+      client_.expires_at(*head_deadline);
+    }
+    auto [rec, n] = co_await client_.socket().async_read_some(
+        buffer_.prepare(beast::read_size(buffer_, max_read_bytes)), use_tuple);
+    const auto ec = client_.settle(rec);
     if (ec) {
       waiting_for_request_ = false;
       if (ec == beast::error::timeout) co_return started ? head_status::header_timeout : head_status::idle_timeout;
       co_return head_status::closed;  // EOF, reset, or cancelled by drain: nothing to answer
     }
     buffer_.commit(n);
-    if (!started) {
-      started = true;
-      waiting_for_request_ = false;
-      client_.expires_after(server.header_timeout);
-    }
+    started = true;
+    waiting_for_request_ = false;
   }
 }
 
@@ -230,9 +233,9 @@ net::awaitable<bool> session::write_local(request_state& rs, unsigned status, bo
   format_error(reply_, status, keep_alive, mode, limits);
   rs.status = status;
   client_.expires_after(rt_->settings.server.idle_timeout);
-  auto [ec, n] = co_await net::async_write(client_, net::buffer(reply_.data(), reply_.size()), use_tuple);
+  auto [ec, n] = co_await net::async_write(client_.socket(), net::buffer(reply_.data(), reply_.size()), use_tuple);
   rs.bytes_sent += n;
-  co_return !ec;
+  co_return !client_.settle(ec);
 }
 
 // Reads and drops the rest of the current request's body (after a local reply), so the connection can
@@ -244,7 +247,8 @@ net::awaitable<bool> session::skip_request_body() {
     body.data = body_buffer();
     body.size = body_chunk_bytes;
     client_.expires_after(rt_->settings.server.idle_timeout);
-    auto [ec, n] = co_await http::async_read_some(client_, buffer_, *req_, use_tuple);
+    auto [rec, n] = co_await http::async_read_some(client_.socket(), buffer_, *req_, use_tuple);
+    const auto ec = client_.settle(rec);
     if (ec && ec != http::error::need_buffer) co_return false;
   }
   co_return true;
@@ -355,9 +359,9 @@ net::awaitable<bool> session::serve_request() {
     format_rate_limited(reply_, d, settings.rate_limit_headers, keep);
     rs.status = 429;
     client_.expires_after(settings.server.idle_timeout);
-    auto [ec, n] = co_await net::async_write(client_, net::buffer(reply_.data(), reply_.size()), use_tuple);
+    auto [ec, n] = co_await net::async_write(client_.socket(), net::buffer(reply_.data(), reply_.size()), use_tuple);
     rs.bytes_sent = n;
-    if (ec) keep = false;
+    if (client_.settle(ec)) keep = false;
     if (keep && !req_->is_done()) keep = co_await skip_request_body();
     finish(rs);
     co_return keep;
@@ -365,8 +369,8 @@ net::awaitable<bool> session::serve_request() {
 
   if (expects_continue(req) && !req_->is_done()) {
     client_.expires_after(settings.server.idle_timeout);
-    auto [ec, n] = co_await net::async_write(client_, net::buffer(continue_reply), use_tuple);
-    if (ec) co_return false;
+    auto [ec, n] = co_await net::async_write(client_.socket(), net::buffer(continue_reply), use_tuple);
+    if (client_.settle(ec)) co_return false;
   }
 
   const bool keep = co_await forward(rs);
@@ -455,7 +459,8 @@ net::awaitable<bool> session::forward(request_state& rs) {
         body.data = body_buffer();
         body.size = body_chunk_bytes;
         client_.expires_after(settings.server.idle_timeout);
-        auto [rec, rn] = co_await http::async_read_some(client_, buffer_, *req_, use_tuple);
+        auto [cec, rn] = co_await http::async_read_some(client_.socket(), buffer_, *req_, use_tuple);
+        auto rec = client_.settle(cec);
         if (rec == http::error::need_buffer) rec = {};
         if (rec) {
           up_ec = rec;
@@ -473,7 +478,8 @@ net::awaitable<bool> session::forward(request_state& rs) {
       if (!head_written) out.head(reply_.data(), reply_.size());
       head_written = true;
       conn->stream.expires_after(settings.upstream.response_timeout);
-      auto [wec, wn] = co_await net::async_write(conn->stream, out.buffers(), use_tuple);
+      auto [uec, wn] = co_await net::async_write(conn->stream.socket(), out.buffers(), use_tuple);
+      const auto wec = conn->stream.settle(uec);
       if (wec) {
         up_ec = wec;
         break;
@@ -495,19 +501,24 @@ net::awaitable<bool> session::forward(request_state& rs) {
     if (!up_ec) {
       sent_at = steady::now();
       new_response_parser(rs.head_request);
+      // One deadline for the response head, 1xx responses included.
       conn->stream.expires_after(settings.upstream.response_timeout);
       for (;;) {
-        auto [rec, rn] = co_await http::async_read_header(conn->stream, conn->buffer, *res_, use_tuple);
-        if (rec) {
-          up_ec = rec;
+        auto [hec, rn] = co_await http::async_read_header(conn->stream.socket(), conn->buffer, *res_, use_tuple);
+        if (hec) {
+          up_ec = conn->stream.settle(hec);
           break;
         }
         const unsigned status = res_->get().result_int();
         if (status == 101) {
+          (void)conn->stream.settle({});
           up_ec = http::error::bad_value;  // Upgrade was stripped, so 101 is a protocol violation
           break;
         }
-        if (status >= 200) break;
+        if (status >= 200) {
+          (void)conn->stream.settle({});
+          break;
+        }
         // 1xx informational responses are dropped (sluice answers Expect: 100-continue itself).
         new_response_parser(rs.head_request);
       }
@@ -564,7 +575,8 @@ net::awaitable<bool> session::forward(request_state& rs) {
       rbody.data = body_buffer();
       rbody.size = body_chunk_bytes;
       conn->stream.expires_after(settings.upstream.response_timeout);
-      auto [rec, rn] = co_await http::async_read_some(conn->stream, conn->buffer, *res_, use_tuple);
+      auto [uec, rn] = co_await http::async_read_some(conn->stream.socket(), conn->buffer, *res_, use_tuple);
+      auto rec = conn->stream.settle(uec);
       if (rec == http::error::need_buffer) rec = {};
       if (rec) {
         failed = true;
@@ -588,7 +600,8 @@ net::awaitable<bool> session::forward(request_state& rs) {
     }
     if (!response_started) out.head(reply_.data(), reply_.size());
     client_.expires_after(settings.server.idle_timeout);
-    auto [wec, wn] = co_await net::async_write(client_, out.buffers(), use_tuple);
+    auto [cec, wn] = co_await net::async_write(client_.socket(), out.buffers(), use_tuple);
+    const auto wec = client_.settle(cec);
     rs.bytes_sent += wn;
     response_started = true;
     if (wec) {

@@ -12,6 +12,7 @@
 
 #include "admin/metrics.hpp"
 #include "common/ip_address.hpp"
+#include "common/timed_socket.hpp"
 #include "limiter/decider.hpp"
 #include "net.hpp"
 #include "proxy/local_reply.hpp"
@@ -66,7 +67,7 @@ class session
   void return_body_buffer();
 
   worker_context& ctx_;
-  beast::tcp_stream client_;
+  common::timed_socket client_;
   beast::flat_buffer buffer_;                 ///< client bytes, reused across requests (pipelining)
   std::unique_ptr<char[]> body_buf_;          ///< body relay buffer (body_chunk_bytes) while a request has one
   std::optional<http::request_parser<http::buffer_body>> req_;

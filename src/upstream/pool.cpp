@@ -273,7 +273,8 @@ struct pool::impl : std::enable_shared_from_this<pool::impl> {
       next_server %= servers.size();
       const tcp::endpoint ep = servers[next_server++];
       conn->stream.expires_after(limits.connect_timeout);
-      auto [ec] = co_await conn->stream.async_connect(ep, use_tuple);
+      auto [cec] = co_await conn->stream.socket().async_connect(ep, use_tuple);
+      const auto ec = conn->stream.settle(cec);
       // A pool that died meanwhile has already cut the connection loose (owner_ cleared).
       if (alive.expired()) co_return acquire_result{make_error_code(pool_errc::shutting_down), nullptr};
       if (shut_down) {
@@ -281,7 +282,6 @@ struct pool::impl : std::enable_shared_from_this<pool::impl> {
         co_return acquire_result{make_error_code(pool_errc::shutting_down), nullptr};
       }
       if (!ec) {
-        conn->stream.expires_never();
         error_code ignored;  // without TCP_NODELAY the connection still works, only slower
         conn->stream.socket().set_option(tcp::no_delay(true), ignored);
         conn->connecting_ = false;

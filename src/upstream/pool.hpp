@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/timed_socket.hpp"
 #include "net.hpp"
 
 namespace sluice::upstream {
@@ -46,7 +47,7 @@ struct connection {
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
 
-  beast::tcp_stream stream;
+  common::timed_socket stream;     ///< the socket with its deadline (see timed_socket for the protocol)
   beast::flat_buffer buffer;        ///< response read buffer, kept with the connection (reused)
   std::size_t server_index = 0;     ///< which of the pool's current `servers` it goes to
   std::uint64_t requests = 0;       ///< requests completed on it, counted by release(conn, true); 0 = fresh

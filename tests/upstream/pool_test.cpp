@@ -509,7 +509,7 @@ TEST_CASE("a connect that gets no answer fails with connect_timeout", "[upstream
         for (auto& c : fillers) c->close();
         co_return;
       }
-      fillers.push_back(std::make_unique<tcp::socket>(std::move(conn->stream.release_socket())));
+      fillers.push_back(std::make_unique<tcp::socket>(std::move(conn->stream.socket())));
       p.release(std::move(conn), false);
     }
     FAIL("the full accept queue never dropped a SYN");
