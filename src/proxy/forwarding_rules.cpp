@@ -42,9 +42,10 @@ bool is_forwarded_field(std::string_view name) {
 /// Connection lines name, except the framing and routing fields (dropping Content-Length or Host at a
 /// client's request would desynchronise the upstream's idea of the message). The names are views into
 /// the head, which must outlive this.
+template <class Fields>
 class hop_by_hop {
  public:
-  explicit hop_by_hop(const http::fields& head) : head_(head) {
+  explicit hop_by_hop(const Fields& head) : head_(head) {
     // A walk over the few fields of a head is cheaper than the field set's case-insensitive lookup.
     for (const auto& f : head) {
       if (f.name() != http::field::connection) continue;
@@ -62,7 +63,7 @@ class hop_by_hop {
     }
   }
 
-  [[nodiscard]] bool skips(const http::fields::value_type& f) const {
+  [[nodiscard]] bool skips(const typename Fields::value_type& f) const {
     const auto id = f.name();
     if (std::find(fixed_hop_by_hop.begin(), fixed_hop_by_hop.end(), id) != fixed_hop_by_hop.end()) return true;
     if (id == http::field::connection) return true;
@@ -82,7 +83,7 @@ class hop_by_hop {
   }
 
  private:
-  const http::fields& head_;
+  const Fields& head_;
   std::array<std::string_view, 16> named_;
   std::size_t count_ = 0;
   bool overflow_ = false;
@@ -102,7 +103,8 @@ std::string_view to_string(head_problem p) {
   return "unknown";
 }
 
-head_problem check_request_head(const http::request_header<>& head) {
+template <class Fields>
+head_problem check_request_head(const http::request_header<Fields>& head) {
   const auto te = head.equal_range(http::field::transfer_encoding);
   if (te.first != te.second) {
     if (head.count(http::field::content_length) > 0) return head_problem::length_and_encoding;
@@ -126,7 +128,8 @@ bool has_obs_fold(std::string_view raw_head) {
   return false;
 }
 
-void join_forwarded_for(const http::fields& fields, std::string& out) {
+template <class Allocator>
+void join_forwarded_for(const http::basic_fields<Allocator>& fields, std::string& out) {
   out.clear();
   for (auto [it, end] = fields.equal_range("X-Forwarded-For"); it != end; ++it) {
     const auto value = trim(it->value());
@@ -136,10 +139,11 @@ void join_forwarded_for(const http::fields& fields, std::string& out) {
   }
 }
 
-void write_request_head(const http::request_header<>& head, std::string_view peer, std::string_view forwarded_for,
-                        bool body_chunked, reply_buffer& out) {
+template <class Fields>
+void write_request_head(const http::request_header<Fields>& head, std::string_view peer,
+                        std::string_view forwarded_for, bool body_chunked, reply_buffer& out) {
   out.clear();
-  const hop_by_hop hop(head);
+  const hop_by_hop<Fields> hop(head);
   append(out, head.method_string());
   append(out, " ");
   append(out, head.target());
@@ -194,12 +198,13 @@ bool client_keeps_alive(bool client_wants_keep_alive, body_framing framing, bool
   return client_wants_keep_alive && !draining && framing != body_framing::close_delimited;
 }
 
-void write_response_head(const http::response_header<>& head, body_framing framing, bool keep_alive,
+template <class Fields>
+void write_response_head(const http::response_header<Fields>& head, body_framing framing, bool keep_alive,
                          unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
                          reply_buffer& out) {
   using config::header_mode;
   out.clear();
-  const hop_by_hop hop(head);
+  const hop_by_hop<Fields> hop(head);
   const bool replace_latest = limits != nullptr && (mode == header_mode::latest || mode == header_mode::both);
   const bool replace_legacy = limits != nullptr && (mode == header_mode::legacy || mode == header_mode::both);
   auto reason = head.reason();
@@ -245,5 +250,17 @@ bool is_idempotent(http::verb method) {
       return false;
   }
 }
+
+// The hot path parses into arena-backed fields; tests and tools use Beast's default ones.
+#define SLUICE_INSTANTIATE_FORWARDING_RULES(F)                                                                  \
+  template head_problem check_request_head<F>(const http::request_header<F>&);                                \
+  template void join_forwarded_for<F::allocator_type>(const F&, std::string&);                                \
+  template void write_request_head<F>(const http::request_header<F>&, std::string_view, std::string_view, bool, \
+                                      reply_buffer&);                                                          \
+  template void write_response_head<F>(const http::response_header<F>&, body_framing, bool, unsigned,          \
+                                       config::header_mode, const limiter::limit_status*, reply_buffer&);
+SLUICE_INSTANTIATE_FORWARDING_RULES(http::fields)
+SLUICE_INSTANTIATE_FORWARDING_RULES(head_fields)
+#undef SLUICE_INSTANTIATE_FORWARDING_RULES
 
 }  // namespace sluice::proxy

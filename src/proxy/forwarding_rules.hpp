@@ -4,11 +4,13 @@
 #include <string_view>
 
 #include "net.hpp"
+#include "proxy/head_arena.hpp"
 #include "proxy/local_reply.hpp"
 
 /// The header rules of a forwarding proxy (RFC 9110 §7.6, RFC 9112 §6.3, CONTRACT.md "On the wire").
 /// Pure functions over Beast headers: no I/O, no logging; heads are serialised, never edited in place.
-/// Thread-safe (they touch only their arguments).
+/// Thread-safe (they touch only their arguments). The head functions exist for Beast's http::fields and for
+/// head_fields (arena-backed, the hot path's).
 namespace sluice::proxy {
 
 /// What is wrong with a request head that Beast's parser accepted but a proxy must refuse (-> 400, close).
@@ -26,14 +28,16 @@ enum class head_problem {
 
 /// Checks a parsed request head for what Beast lets through and a proxy must refuse. Differing
 /// Content-Length values and CL after TE: chunked are already parse errors in Beast.
-[[nodiscard]] head_problem check_request_head(const http::request_header<>& head);
+template <class Fields>
+[[nodiscard]] head_problem check_request_head(const http::request_header<Fields>& head);
 
 /// True when raw head bytes (request line to the empty line) contain an obs-fold: a line starting with
 /// SP or HTAB after the first line.
 [[nodiscard]] bool has_obs_fold(std::string_view raw_head);
 
 /// Every X-Forwarded-For line of the head joined with ", " into out (cleared first); empty when absent.
-void join_forwarded_for(const http::fields& fields, std::string& out);
+template <class Allocator>
+void join_forwarded_for(const http::basic_fields<Allocator>& fields, std::string& out);
 
 /// Serialises a client's request head for the upstream into out (cleared first), without changing head:
 /// request line as HTTP/1.1; the hop-by-hop fields (Connection and every field it names but Content-Length
@@ -42,8 +46,9 @@ void join_forwarded_for(const http::fields& fields, std::string& out);
 /// X-Forwarded-For set to `forwarded_for, peer` (or `peer`), X-Forwarded-Proto: http, X-Forwarded-Host: the
 /// Host value (client-sent ones replaced); Transfer-Encoding: chunked when the body arrives chunked (it is
 /// re-framed, not relayed). forwarded_for is the joined value from join_forwarded_for.
-void write_request_head(const http::request_header<>& head, std::string_view peer, std::string_view forwarded_for,
-                        bool body_chunked, reply_buffer& out);
+template <class Fields>
+void write_request_head(const http::request_header<Fields>& head, std::string_view peer,
+                        std::string_view forwarded_for, bool body_chunked, reply_buffer& out);
 
 /// How a response body is framed towards the client.
 enum class body_framing {
@@ -66,7 +71,8 @@ enum class body_framing {
 /// when framing says so; Connection: close, or keep-alive for an HTTP/1.0 client that keeps the connection;
 /// then, when limits is not null, the rate limit fields of mode, replacing any of the same names the
 /// upstream sent.
-void write_response_head(const http::response_header<>& head, body_framing framing, bool keep_alive,
+template <class Fields>
+void write_response_head(const http::response_header<Fields>& head, body_framing framing, bool keep_alive,
                          unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
                          reply_buffer& out);
 

@@ -31,13 +31,13 @@ constexpr std::size_t linger_max_bytes = 256 * 1024;
 constexpr std::string_view continue_reply = "HTTP/1.1 100 Continue\r\n\r\n";
 
 std::optional<std::string_view> find_field(const void* ctx, std::string_view name) {
-  const auto& fields = *static_cast<const http::fields*>(ctx);
+  const auto& fields = *static_cast<const head_fields*>(ctx);
   auto it = fields.find(name);
   if (it == fields.end()) return std::nullopt;
   return it->value();
 }
 
-bool expects_continue(const http::request_header<>& head) {
+bool expects_continue(const http::request_header<head_fields>& head) {
   auto it = head.find(http::field::expect);
   return it != head.end() && head.version() >= 11 && beast::iequals(it->value(), "100-continue");
 }
@@ -182,7 +182,11 @@ net::awaitable<void> session::linger_close() {
 // head after it) and so that obs-fold can be seen in the raw bytes, which Beast would unfold silently.
 net::awaitable<session::head_status> session::read_head() {
   const auto& server = rt_->settings.server;
-  req_.emplace();
+  // Both heads of the last request go before their memory is taken back.
+  res_.reset();
+  req_.reset();
+  arena_.reset();
+  req_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(arena_allocator<char>(arena_)));
   req_->header_limit(static_cast<std::uint32_t>(
       std::min<std::size_t>(server.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
   req_->body_limit(server.max_body_bytes);
@@ -617,7 +621,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
 }
 
 void session::new_response_parser(bool head_request) {
-  res_.emplace();
+  res_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(arena_allocator<char>(arena_)));
   res_->body_limit(boost::none);
   res_->header_limit(upstream_header_limit);
   if (head_request) res_->skip(true);

@@ -15,6 +15,7 @@
 #include "common/timed_socket.hpp"
 #include "limiter/decider.hpp"
 #include "net.hpp"
+#include "proxy/head_arena.hpp"
 #include "proxy/local_reply.hpp"
 #include "proxy/runtime.hpp"
 #include "upstream/pool.hpp"
@@ -70,8 +71,9 @@ class session
   common::timed_socket client_;
   beast::flat_buffer buffer_;                 ///< client bytes, reused across requests (pipelining)
   std::unique_ptr<char[]> body_buf_;          ///< body relay buffer (body_chunk_bytes) while a request has one
-  std::optional<http::request_parser<http::buffer_body>> req_;
-  std::optional<http::response_parser<http::buffer_body>> res_;
+  head_arena arena_;                          ///< the fields of req_ and res_ (declared first: outlives them)
+  std::optional<http::request_parser<http::buffer_body, arena_allocator<char>>> req_;
+  std::optional<http::response_parser<http::buffer_body, arena_allocator<char>>> res_;
   std::shared_ptr<const runtime> rt_;         ///< re-read from ctx at each request start
   common::ip_address peer_;
   std::array<char, 48> peer_text_{};
