@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <span>
 #include <iterator>
 
 #include <fmt/format.h>
@@ -38,6 +39,17 @@ bool is_forwarded_field(std::string_view name) {
   return beast::iequals(rest, "For") || beast::iequals(rest, "Proto") || beast::iequals(rest, "Host");
 }
 
+// One way to read a field of either kind of head: Beast's containers, or field_line views.
+template <class F>
+http::field id_of(const F& f) { return f.name(); }
+template <class F>
+std::string_view name_of(const F& f) { return f.name_string(); }
+template <class F>
+std::string_view value_of(const F& f) { return f.value(); }
+http::field id_of(const field_line& f) { return f.id; }
+std::string_view name_of(const field_line& f) { return f.name; }
+std::string_view value_of(const field_line& f) { return f.value; }
+
 /// Which fields of a head never travel past one hop (RFC 9110 §7.6.1): the fixed ones and every field the
 /// Connection lines name, except the framing and routing fields (dropping Content-Length or Host at a
 /// client's request would desynchronise the upstream's idea of the message). The names are views into
@@ -48,8 +60,8 @@ class hop_by_hop {
   explicit hop_by_hop(const Fields& head) : head_(head) {
     // A walk over the few fields of a head is cheaper than the field set's case-insensitive lookup.
     for (const auto& f : head) {
-      if (f.name() != http::field::connection) continue;
-      for (auto token : http::token_list{f.value()}) {
+      if (id_of(f) != http::field::connection) continue;
+      for (auto token : http::token_list{value_of(f)}) {
         if (beast::iequals(token, "connection") || beast::iequals(token, "content-length") ||
             beast::iequals(token, "host")) {
           continue;
@@ -64,18 +76,18 @@ class hop_by_hop {
   }
 
   [[nodiscard]] bool skips(const typename Fields::value_type& f) const {
-    const auto id = f.name();
+    const auto id = id_of(f);
     if (std::find(fixed_hop_by_hop.begin(), fixed_hop_by_hop.end(), id) != fixed_hop_by_hop.end()) return true;
     if (id == http::field::connection) return true;
     if (count_ == 0 || id == http::field::content_length || id == http::field::host) return false;
-    const auto name = f.name_string();
+    const auto name = name_of(f);
     for (std::size_t i = 0; i < count_; ++i) {
       if (beast::iequals(named_[i], name)) return true;
     }
     if (!overflow_) return false;
     for (const auto& c : head_) {
-      if (c.name() != http::field::connection) continue;
-      for (auto token : http::token_list{c.value()}) {
+      if (id_of(c) != http::field::connection) continue;
+      for (auto token : http::token_list{value_of(c)}) {
         if (beast::iequals(token, name)) return true;
       }
     }
@@ -198,34 +210,31 @@ bool client_keeps_alive(bool client_wants_keep_alive, body_framing framing, bool
   return client_wants_keep_alive && !draining && framing != body_framing::close_delimited;
 }
 
-template <class Fields>
-void write_response_head(const http::response_header<Fields>& head, body_framing framing, bool keep_alive,
-                         unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
-                         reply_buffer& out) {
+void write_response_head(unsigned status, std::string_view reason, std::span<const field_line> fields,
+                         body_framing framing, bool keep_alive, unsigned client_version, config::header_mode mode,
+                         const limiter::limit_status* limits, reply_buffer& out) {
   using config::header_mode;
   out.clear();
-  const hop_by_hop<Fields> hop(head);
+  const hop_by_hop<std::span<const field_line>> hop(fields);
   const bool replace_latest = limits != nullptr && (mode == header_mode::latest || mode == header_mode::both);
   const bool replace_legacy = limits != nullptr && (mode == header_mode::legacy || mode == header_mode::both);
-  auto reason = head.reason();
-  if (reason.empty()) reason = http::obsolete_reason(head.result());
-  const fmt::format_int code(head.result_int());
+  if (reason.empty()) reason = http::obsolete_reason(static_cast<http::status>(status));
+  const fmt::format_int code(status);
   append(out, "HTTP/1.1 ");
   append(out, std::string_view(code.data(), code.size()));
   append(out, " ");
   append(out, reason);
   append(out, "\r\n");
-  for (const auto& f : head) {
+  for (const auto& f : fields) {
     if (hop.skips(f)) continue;
-    const auto name = f.name_string();
-    if ((replace_latest || replace_legacy) && name.size() >= 9 && beast::iequals(name.substr(0, 9), "RateLimit")) {
-      const auto rest = name.substr(9);
+    if ((replace_latest || replace_legacy) && f.name.size() >= 9 && beast::iequals(f.name.substr(0, 9), "RateLimit")) {
+      const auto rest = f.name.substr(9);
       const bool latest = rest.empty() || beast::iequals(rest, "-Policy");
       const bool legacy =
           beast::iequals(rest, "-Limit") || beast::iequals(rest, "-Remaining") || beast::iequals(rest, "-Reset");
       if ((latest && replace_latest) || (legacy && replace_legacy)) continue;
     }
-    append_field(out, name, f.value());
+    append_field(out, f.name, f.value);
   }
   if (framing == body_framing::chunked) append(out, "Transfer-Encoding: chunked\r\n");
   if (!keep_alive) {
@@ -256,9 +265,7 @@ bool is_idempotent(http::verb method) {
   template head_problem check_request_head<F>(const http::request_header<F>&);                                \
   template void join_forwarded_for<F::allocator_type>(const F&, std::string&);                                \
   template void write_request_head<F>(const http::request_header<F>&, std::string_view, std::string_view, bool, \
-                                      reply_buffer&);                                                          \
-  template void write_response_head<F>(const http::response_header<F>&, body_framing, bool, unsigned,          \
-                                       config::header_mode, const limiter::limit_status*, reply_buffer&);
+                                      reply_buffer&);
 SLUICE_INSTANTIATE_FORWARDING_RULES(http::fields)
 SLUICE_INSTANTIATE_FORWARDING_RULES(head_fields)
 #undef SLUICE_INSTANTIATE_FORWARDING_RULES

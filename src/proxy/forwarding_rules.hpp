@@ -1,11 +1,13 @@
 #pragma once
 
+#include <span>
 #include <string>
 #include <string_view>
 
 #include "net.hpp"
 #include "proxy/head_arena.hpp"
 #include "proxy/local_reply.hpp"
+#include "proxy/response_parser.hpp"
 
 /// The header rules of a forwarding proxy (RFC 9110 §7.6, RFC 9112 §6.3, CONTRACT.md "On the wire").
 /// Pure functions over Beast headers: no I/O, no logging; heads are serialised, never edited in place.
@@ -66,15 +68,14 @@ enum class body_framing {
 /// "close", HTTP/1.0 with "keep-alive"), the framing allows it, and the server is not draining.
 [[nodiscard]] bool client_keeps_alive(bool client_wants_keep_alive, body_framing framing, bool draining);
 
-/// Serialises an upstream response head for the client into out (cleared first), without changing head:
-/// status line as HTTP/1.1 with the upstream's reason; hop-by-hop fields left out; Transfer-Encoding: chunked
-/// when framing says so; Connection: close, or keep-alive for an HTTP/1.0 client that keeps the connection;
-/// then, when limits is not null, the rate limit fields of mode, replacing any of the same names the
-/// upstream sent.
-template <class Fields>
-void write_response_head(const http::response_header<Fields>& head, body_framing framing, bool keep_alive,
-                         unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
-                         reply_buffer& out);
+/// Serialises an upstream response head for the client into out (cleared first), from the status, reason
+/// and field lines response_parser recorded: status line as HTTP/1.1 with the upstream's reason (the
+/// standard one when it sent none); hop-by-hop fields left out; Transfer-Encoding: chunked when framing
+/// says so; Connection: close, or keep-alive for an HTTP/1.0 client that keeps the connection; then, when
+/// limits is not null, the rate limit fields of mode, replacing any of the same names the upstream sent.
+void write_response_head(unsigned status, std::string_view reason, std::span<const field_line> fields,
+                         body_framing framing, bool keep_alive, unsigned client_version, config::header_mode mode,
+                         const limiter::limit_status* limits, reply_buffer& out);
 
 /// True for methods RFC 9110 §9.2.2 calls idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE): a
 /// request that may be sent again after a stale pooled connection failed.

@@ -513,7 +513,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
           up_ec = conn->stream.settle(hec);
           break;
         }
-        const unsigned status = res_->get().result_int();
+        const unsigned status = res_->status();
         if (status == 101) {
           (void)conn->stream.settle({});
           up_ec = http::error::bad_value;  // Upgrade was stripped, so 101 is a protocol violation
@@ -557,18 +557,18 @@ net::awaitable<bool> session::forward(request_state& rs) {
   rs.upstream_time = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent_at);
   wm.upstream_duration.observe(rs.upstream_time);
 
-  auto& res = res_->get();
   res_->eager(true);
-  rs.status = res.result_int();
+  rs.status = res_->status();
   const auto framing =
       client_response_framing(rs.head_request, rs.status, res_->content_length().has_value(), rs.client_version);
   const bool upstream_keeps = res_->keep_alive();
   bool keep = client_keeps_alive(rs.wants_keep_alive, framing, ctx_.draining) && req_->is_done();
   const limiter::limit_status* limits = rs.decision.matched ? &rs.decision.status : nullptr;
-  write_response_head(res.base(), framing, keep, rs.client_version, settings.rate_limit_headers, limits, reply_);
+  // The field views point into conn->buffer: the head is serialised now, before the body is read into it.
+  write_response_head(res_->status(), res_->reason(), res_->fields(), framing, keep, rs.client_version,
+                      settings.rate_limit_headers, limits, reply_);
   const bool chunked_out = framing == body_framing::chunked;
 
-  auto& rbody = res.body();
   bool response_started = false;
   bool failed = false;
   for (;;) {
@@ -576,8 +576,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     // The head goes out alone only when no body byte is buffered yet, so a streaming upstream's head is
     // not held back; otherwise head and first body bytes leave in one write.
     if (!res_->is_done() && (response_started || conn->buffer.size() > 0)) {
-      rbody.data = body_buffer();
-      rbody.size = body_chunk_bytes;
+      res_->set_body_window(body_buffer(), body_chunk_bytes);
       conn->stream.expires_after(settings.upstream.response_timeout);
       auto [uec, rn] = co_await http::async_read_some(conn->stream.socket(), conn->buffer, *res_, use_tuple);
       auto rec = conn->stream.settle(uec);
@@ -596,7 +595,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
             .add();
         break;
       }
-      const auto filled = body_chunk_bytes - rbody.size;
+      const auto filled = body_chunk_bytes - res_->body_size();
       if (filled == 0 && !res_->is_done()) continue;
       out.piece(body_buffer(), filled, chunked_out, res_->is_done());
     } else {
@@ -621,7 +620,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
 }
 
 void session::new_response_parser(bool head_request) {
-  res_.emplace(std::piecewise_construct, std::make_tuple(), std::make_tuple(arena_allocator<char>(arena_)));
+  res_.emplace(response_fields_);
   res_->body_limit(boost::none);
   res_->header_limit(upstream_header_limit);
   if (head_request) res_->skip(true);

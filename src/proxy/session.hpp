@@ -17,6 +17,7 @@
 #include "net.hpp"
 #include "proxy/head_arena.hpp"
 #include "proxy/local_reply.hpp"
+#include "proxy/response_parser.hpp"
 #include "proxy/runtime.hpp"
 #include "upstream/pool.hpp"
 
@@ -71,9 +72,10 @@ class session
   common::timed_socket client_;
   beast::flat_buffer buffer_;                 ///< client bytes, reused across requests (pipelining)
   std::unique_ptr<char[]> body_buf_;          ///< body relay buffer (body_chunk_bytes) while a request has one
-  head_arena arena_;                          ///< the fields of req_ and res_ (declared first: outlives them)
+  head_arena arena_;                          ///< the fields of req_ (declared first: outlives them)
   std::optional<http::request_parser<http::buffer_body, arena_allocator<char>>> req_;
-  std::optional<http::response_parser<http::buffer_body, arena_allocator<char>>> res_;
+  std::vector<field_line> response_fields_;   ///< res_'s field lines (capacity reused across responses)
+  std::optional<response_parser> res_;
   std::shared_ptr<const runtime> rt_;         ///< re-read from ctx at each request start
   common::ip_address peer_;
   std::array<char, 48> peer_text_{};

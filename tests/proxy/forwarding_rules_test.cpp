@@ -44,6 +44,25 @@ http::response_header<> parse_response(std::string_view raw) {
   return parser.release().base();
 }
 
+// An upstream response head as the session sees it: parsed by response_parser, fields viewing raw.
+struct upstream_head {
+  explicit upstream_head(std::string text) : raw(std::move(text)), parser(fields) {
+    parser.eager(false);
+    beast::error_code ec;
+    parser.put(net::buffer(raw.data(), raw.size()), ec);
+    REQUIRE(!ec);
+    REQUIRE(parser.is_header_done());
+  }
+  void write(body_framing framing, bool keep_alive, unsigned client_version, header_mode mode,
+             const limiter::limit_status* limits, reply_buffer& out) const {
+    write_response_head(parser.status(), parser.reason(), parser.fields(), framing, keep_alive, client_version, mode,
+                        limits, out);
+  }
+  std::string raw;
+  std::vector<field_line> fields;
+  response_parser parser;
+};
+
 std::string value(const http::fields& f, std::string_view name) {
   auto it = f.find(name);
   return it == f.end() ? std::string("<absent>") : std::string(it->value());
@@ -215,14 +234,14 @@ TEST_CASE("the client connection stays open only when asked, framed and not drai
 }
 
 TEST_CASE("the response head loses hop-by-hop fields and gains the client's framing", "[proxy]") {
-  const auto upstream = parse_response(
+  const upstream_head upstream(
       "HTTP/1.0 200 Fine\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n"
       "Keep-Alive: timeout=5\r\nX-End: 2\r\n\r\n");
   reply_buffer out;
   auto written = [&] { return parse_response(std::string_view(out.data(), out.size())); };
 
   SECTION("chunked to an HTTP/1.1 client that keeps the connection") {
-    write_response_head(upstream, body_framing::chunked, true, 11, header_mode::none, nullptr, out);
+    upstream.write(body_framing::chunked, true, 11, header_mode::none, nullptr, out);
     CHECK(std::string_view(out.data(), out.size()) ==
           "HTTP/1.1 200 Fine\r\nX-End: 2\r\nTransfer-Encoding: chunked\r\n\r\n");
     const auto head = written();
@@ -230,31 +249,31 @@ TEST_CASE("the response head loses hop-by-hop fields and gains the client's fram
     CHECK(head.version() == 11);
   }
   SECTION("close-delimited to an HTTP/1.0 client") {
-    write_response_head(upstream, body_framing::close_delimited, false, 10, header_mode::none, nullptr, out);
+    upstream.write(body_framing::close_delimited, false, 10, header_mode::none, nullptr, out);
     const auto head = written();
     CHECK(value(head, "Transfer-Encoding") == "<absent>");
     CHECK(value(head, "Connection") == "close");
     CHECK(value(head, "X-Hop") == "<absent>");
   }
   SECTION("an HTTP/1.0 keep-alive client is told keep-alive") {
-    write_response_head(upstream, body_framing::content_length, true, 10, header_mode::none, nullptr, out);
+    upstream.write(body_framing::content_length, true, 10, header_mode::none, nullptr, out);
     CHECK(value(written(), "Connection") == "keep-alive");
   }
   SECTION("a response without a reason phrase gets the standard one") {
-    const auto bare = parse_response("HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n");
-    write_response_head(bare, body_framing::content_length, true, 11, header_mode::none, nullptr, out);
+    const upstream_head bare("HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n");
+    bare.write(body_framing::content_length, true, 11, header_mode::none, nullptr, out);
     CHECK(std::string_view(out.data(), out.size()) == "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
   }
 }
 
 TEST_CASE("a forwarded response gets the rate limit fields, replacing the upstream's", "[proxy]") {
   const limiter::limit_status s{"per-key", 2000, 2, 1999, 1};
-  const auto upstream = parse_response(
+  const upstream_head upstream(
       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nRateLimit: bogus\r\nratelimit-limit: 7\r\nRateLimit-Other: x\r\n\r\n");
   reply_buffer out;
   auto written = [&] { return parse_response(std::string_view(out.data(), out.size())); };
   SECTION("latest") {
-    write_response_head(upstream, body_framing::content_length, true, 11, header_mode::latest, &s, out);
+    upstream.write(body_framing::content_length, true, 11, header_mode::latest, &s, out);
     const auto f = written();
     CHECK(value(f, "RateLimit-Policy") == "\"per-key\";q=2000;w=2");
     CHECK(value(f, "RateLimit") == "\"per-key\";r=1999;t=1");
@@ -263,7 +282,7 @@ TEST_CASE("a forwarded response gets the rate limit fields, replacing the upstre
     CHECK(value(f, "RateLimit-Other") == "x");
   }
   SECTION("legacy") {
-    write_response_head(upstream, body_framing::content_length, true, 11, header_mode::legacy, &s, out);
+    upstream.write(body_framing::content_length, true, 11, header_mode::legacy, &s, out);
     const auto f = written();
     CHECK(value(f, "RateLimit-Limit") == "2000");
     CHECK(f.count("RateLimit-Limit") == 1);
@@ -273,16 +292,16 @@ TEST_CASE("a forwarded response gets the rate limit fields, replacing the upstre
     CHECK(value(f, "RateLimit-Policy") == "<absent>");
   }
   SECTION("both") {
-    write_response_head(upstream, body_framing::content_length, true, 11, header_mode::both, &s, out);
+    upstream.write(body_framing::content_length, true, 11, header_mode::both, &s, out);
     const auto f = written();
     CHECK(f.count("RateLimit") == 1);
     CHECK(f.count("RateLimit-Limit") == 1);
     CHECK(value(f, "RateLimit-Limit") == "2000");
   }
   SECTION("none, or no limit matched: the upstream's fields pass") {
-    write_response_head(upstream, body_framing::content_length, true, 11, header_mode::none, &s, out);
+    upstream.write(body_framing::content_length, true, 11, header_mode::none, &s, out);
     CHECK(value(written(), "RateLimit") == "bogus");
-    write_response_head(upstream, body_framing::content_length, true, 11, header_mode::latest, nullptr, out);
+    upstream.write(body_framing::content_length, true, 11, header_mode::latest, nullptr, out);
     CHECK(value(written(), "RateLimit") == "bogus");
     CHECK(value(written(), "RateLimit-Policy") == "<absent>");
   }
