@@ -2,7 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -12,88 +12,85 @@ namespace sluice::proxy {
 
 /// One field line of a parsed head, viewing the bytes it was parsed from.
 struct field_line {
-  http::field id;         ///< field::unknown for names Beast does not know
+  http::field id;         ///< set for the names framing and hop-by-hop rules need; field::unknown otherwise
   std::string_view name;  ///< as received
-  std::string_view value;
+  std::string_view value;  ///< without surrounding whitespace
 };
 
-/// Parses an upstream response for relaying: Beast's tokenizer and framing (Content-Length, chunked,
-/// close-delimited, HEAD via skip()), but the head is not copied into a basic_fields container. The
-/// status line and field lines are recorded as views into the bytes the head was parsed from, which the
-/// read buffer holds until the next read into it: the session serialises the client's head right after
-/// the head is read, before it reads the body. Body bytes go into a caller-supplied window, as with
-/// http::buffer_body: set_body_window(), then read; need_buffer when the window is full.
+/// Parses an upstream HTTP/1.x response for relaying (RFC 9112), without copying the head: the status line
+/// and field lines are recorded as views into the bytes given to put(), which the caller keeps (the
+/// connection's read buffer, until it is read into again: the session writes the client's head first).
+/// Body bytes are copied into a caller-supplied window (set_body_window()), chunked framing removed.
 ///
-/// A response with more than max_fields field lines is refused (header_limit), so the recorded list is
-/// bounded. Trailer fields of a chunked body are parsed and dropped. Use from one thread.
-class response_parser : public http::basic_parser<false> {
+/// Framing: none for HEAD requests, 1xx, 204 and 304; chunked when Transfer-Encoding ends in chunked;
+/// Content-Length (equal duplicates allowed); otherwise until the upstream closes. Refused, as errors:
+/// a bad status line or version, a field line that is not `token ":" value` (obs-fold included),
+/// Content-Length with Transfer-Encoding, differing or malformed lengths, a bad chunk, a head over
+/// header_limit bytes or with more than max_fields field lines. Trailers are read and dropped.
+/// Use from one thread.
+class response_parser {
  public:
   static constexpr std::size_t max_fields = 256;
+  /// Longest chunk-size line (with extensions) or trailer line accepted.
+  static constexpr std::size_t max_line = 4096;
 
   /// fields: where the field lines go (cleared first); owned by the caller so its capacity is reused.
-  explicit response_parser(std::vector<field_line>& fields) : fields_(fields) { fields_.clear(); }
+  response_parser(std::vector<field_line>& fields, bool head_request, std::size_t header_limit);
+
+  /// Parses from data and returns the bytes consumed. Before the head is complete nothing is consumed
+  /// until all of it is in data (it is parsed in one piece); after it, body bytes are copied into the
+  /// window until it is full. ec: an http::error for a malformed message.
+  std::size_t put(std::string_view data, error_code& ec);
+  /// The upstream closed the connection: completes a close-delimited body, otherwise an error
+  /// (http::error::end_of_stream before any byte, partial_message after some).
+  void put_eof(error_code& ec);
+
+  /// Where the next body bytes go; body_size() counts down as they arrive.
+  void set_body_window(char* data, std::size_t size) {
+    window_ = data;
+    window_size_ = size;
+  }
+  [[nodiscard]] std::size_t body_size() const { return window_size_; }
+
+  [[nodiscard]] bool got_some() const { return got_some_; }
+  [[nodiscard]] bool is_header_done() const { return state_ != state::head; }
+  [[nodiscard]] bool is_done() const { return state_ == state::done; }
 
   [[nodiscard]] unsigned status() const { return status_; }
   [[nodiscard]] std::string_view reason() const { return reason_; }
   [[nodiscard]] unsigned version() const { return version_; }
-  /// The field lines of the head; views valid until the read buffer is read into again.
   [[nodiscard]] const std::vector<field_line>& fields() const { return fields_; }
-
-  /// Where the next body bytes go; body_size() counts down as they arrive.
-  void set_body_window(char* data, std::size_t size) {
-    body_data_ = data;
-    body_size_ = size;
-  }
-  [[nodiscard]] std::size_t body_size() const { return body_size_; }
+  [[nodiscard]] bool chunked() const { return chunked_; }
+  [[nodiscard]] std::optional<std::uint64_t> content_length() const { return content_length_; }
+  /// The upstream may keep the connection: HTTP/1.1 without "close", HTTP/1.0 with "keep-alive", and a
+  /// body that does not end with the connection.
+  [[nodiscard]] bool keep_alive() const;
 
  private:
-  // Beast passes boost::core::string_view; it converts to std::string_view.
-  void on_request_impl(http::verb, beast::string_view, beast::string_view, int, error_code& ec) override {
-    ec = http::error::bad_method;  // never called for a response parser
-  }
-  void on_response_impl(int code, beast::string_view reason, int version, error_code&) override {
-    status_ = static_cast<unsigned>(code);
-    reason_ = reason;
-    version_ = static_cast<unsigned>(version);
-  }
-  void on_field_impl(http::field id, beast::string_view name, beast::string_view value, error_code& ec) override {
-    if (head_done_) return;  // a trailer of a chunked body: dropped
-    if (fields_.size() >= max_fields) {
-      ec = http::error::header_limit;
-      return;
-    }
-    fields_.push_back(field_line{id, name, value});
-  }
-  void on_header_impl(error_code&) override { head_done_ = true; }
-  void on_body_init_impl(const boost::optional<std::uint64_t>&, error_code&) override {}
-  std::size_t on_body_impl(beast::string_view body, error_code& ec) override { return take(body, ec); }
-  void on_chunk_header_impl(std::uint64_t, beast::string_view, error_code&) override {}
-  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, error_code& ec) override {
-    return take(body, ec);
-  }
-  void on_finish_impl(error_code&) override {}
+  enum class state { head, body_length, body_eof, chunk_size, chunk_data, chunk_crlf, trailer, done };
 
-  /// Copies what fits into the body window; need_buffer when not all of it did.
-  std::size_t take(std::string_view body, error_code& ec) {
-    if (body_data_ == nullptr) {
-      ec = http::error::need_buffer;
-      return 0;
-    }
-    const std::size_t n = body.size() < body_size_ ? body.size() : body_size_;
-    std::memcpy(body_data_, body.data(), n);
-    body_data_ += n;
-    body_size_ -= n;
-    if (n < body.size()) ec = http::error::need_buffer;
-    return n;
-  }
+  std::size_t parse_head(std::string_view data, error_code& ec);
+  bool parse_status_line(std::string_view line);
+  bool parse_framing(error_code& ec);
+  std::size_t copy_body(std::string_view data, std::uint64_t limit);
 
   std::vector<field_line>& fields_;
-  std::string_view reason_;
+  std::size_t header_limit_;
+  bool head_request_;
+  state state_ = state::head;
+  bool got_some_ = false;
   unsigned status_ = 0;
   unsigned version_ = 11;
-  bool head_done_ = false;
-  char* body_data_ = nullptr;
-  std::size_t body_size_ = 0;
+  std::string_view reason_;
+  bool chunked_ = false;
+  bool close_ = false;        ///< Connection: close
+  bool keep_alive_ = false;   ///< Connection: keep-alive
+  bool until_close_ = false;  ///< the body ends when the upstream closes
+  std::optional<std::uint64_t> content_length_;
+  std::uint64_t remaining_ = 0;    ///< body or chunk bytes still to come
+  std::size_t trailer_bytes_ = 0;
+  char* window_ = nullptr;
+  std::size_t window_size_ = 0;
 };
 
 }  // namespace sluice::proxy

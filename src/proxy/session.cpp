@@ -504,28 +504,8 @@ net::awaitable<bool> session::forward(request_state& rs) {
 
     if (!up_ec) {
       sent_at = steady::now();
-      new_response_parser(rs.head_request);
       // One deadline for the response head, 1xx responses included.
-      conn->stream.expires_after(settings.upstream.response_timeout);
-      for (;;) {
-        auto [hec, rn] = co_await http::async_read_header(conn->stream.socket(), conn->buffer, *res_, use_tuple);
-        if (hec) {
-          up_ec = conn->stream.settle(hec);
-          break;
-        }
-        const unsigned status = res_->status();
-        if (status == 101) {
-          (void)conn->stream.settle({});
-          up_ec = http::error::bad_value;  // Upgrade was stripped, so 101 is a protocol violation
-          break;
-        }
-        if (status >= 200) {
-          (void)conn->stream.settle({});
-          break;
-        }
-        // 1xx informational responses are dropped (sluice answers Expect: 100-continue itself).
-        new_response_parser(rs.head_request);
-      }
+      up_ec = co_await read_response_head(*conn, rs.head_request, sent_at + settings.upstream.response_timeout);
     }
     if (!up_ec) break;
 
@@ -557,7 +537,6 @@ net::awaitable<bool> session::forward(request_state& rs) {
   rs.upstream_time = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - sent_at);
   wm.upstream_duration.observe(rs.upstream_time);
 
-  res_->eager(true);
   rs.status = res_->status();
   const auto framing =
       client_response_framing(rs.head_request, rs.status, res_->content_length().has_value(), rs.client_version);
@@ -577,10 +556,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     // not held back; otherwise head and first body bytes leave in one write.
     if (!res_->is_done() && (response_started || conn->buffer.size() > 0)) {
       res_->set_body_window(body_buffer(), body_chunk_bytes);
-      conn->stream.expires_after(settings.upstream.response_timeout);
-      auto [uec, rn] = co_await http::async_read_some(conn->stream.socket(), conn->buffer, *res_, use_tuple);
-      auto rec = conn->stream.settle(uec);
-      if (rec == http::error::need_buffer) rec = {};
+      const auto rec = co_await read_response_body(*conn, settings.upstream.response_timeout);
       if (rec) {
         failed = true;
         const auto kind = rec == beast::error::timeout ? upstream_error::response_timeout
@@ -619,11 +595,65 @@ net::awaitable<bool> session::forward(request_state& rs) {
   co_return keep && !failed;
 }
 
-void session::new_response_parser(bool head_request) {
-  res_.emplace(response_fields_);
-  res_->body_limit(boost::none);
-  res_->header_limit(upstream_header_limit);
-  if (head_request) res_->skip(true);
+// Reads until a final response head is parsed (1xx responses are dropped: sluice answers
+// Expect: 100-continue itself), every read under one deadline for the whole head. The head's field views
+// point into conn.buffer, which must not be read into before the head has been used.
+net::awaitable<error_code> session::read_response_head(upstream::connection& conn, bool head_request,
+                                                       steady::time_point deadline) {
+  res_.emplace(response_fields_, head_request, upstream_header_limit);
+  auto& buf = conn.buffer;
+  for (;;) {
+    if (buf.size() > 0) {
+      error_code pec;
+      const auto n = res_->put(std::string_view(static_cast<const char*>(buf.data().data()), buf.size()), pec);
+      buf.consume(n);
+      if (pec) co_return pec;
+      if (res_->is_header_done()) {
+        const unsigned status = res_->status();
+        if (status == 101) co_return http::error::bad_value;  // Upgrade was stripped: a protocol violation
+        if (status >= 200) co_return error_code{};
+        res_.emplace(response_fields_, head_request, upstream_header_limit);
+        continue;
+      }
+    }
+    conn.stream.expires_at(deadline);
+    auto [rec, n] = co_await conn.stream.socket().async_read_some(buf.prepare(beast::read_size(buf, max_read_bytes)),
+                                                                   use_tuple);
+    const auto ec = conn.stream.settle(rec);
+    if (ec == net::error::eof) {
+      error_code pec;
+      res_->put_eof(pec);
+      co_return pec;  // end_of_stream (a stale connection) or partial_message
+    }
+    if (ec) co_return ec;
+    buf.commit(n);
+  }
+}
+
+// Fills the body window set on res_ with what conn.buffer holds, reading from the upstream (each read
+// under `timeout`) when it holds nothing usable; returns when the window got bytes or the body ended.
+net::awaitable<error_code> session::read_response_body(upstream::connection& conn, std::chrono::nanoseconds timeout) {
+  auto& buf = conn.buffer;
+  for (;;) {
+    if (buf.size() > 0) {
+      error_code pec;
+      const auto n = res_->put(std::string_view(static_cast<const char*>(buf.data().data()), buf.size()), pec);
+      buf.consume(n);
+      if (pec) co_return pec;
+      if (res_->is_done() || res_->body_size() < body_chunk_bytes) co_return error_code{};
+    }
+    conn.stream.expires_after(timeout);
+    auto [rec, n] = co_await conn.stream.socket().async_read_some(buf.prepare(beast::read_size(buf, max_read_bytes)),
+                                                                   use_tuple);
+    const auto ec = conn.stream.settle(rec);
+    if (ec == net::error::eof) {
+      error_code pec;
+      res_->put_eof(pec);  // completes a close-delimited body
+      co_return pec;
+    }
+    if (ec) co_return ec;
+    buf.commit(n);
+  }
 }
 
 }  // namespace sluice::proxy

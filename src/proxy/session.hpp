@@ -63,7 +63,9 @@ class session
   net::awaitable<bool> write_local(request_state& rs, unsigned status, bool keep_alive);
   net::awaitable<bool> skip_request_body();
   net::awaitable<void> linger_close();
-  void new_response_parser(bool head_request);
+  net::awaitable<error_code> read_response_head(upstream::connection& conn, bool head_request,
+                                                std::chrono::steady_clock::time_point deadline);
+  net::awaitable<error_code> read_response_body(upstream::connection& conn, std::chrono::nanoseconds timeout);
   void finish(request_state& rs);
   char* body_buffer();
   void return_body_buffer();

@@ -46,10 +46,9 @@ http::response_header<> parse_response(std::string_view raw) {
 
 // An upstream response head as the session sees it: parsed by response_parser, fields viewing raw.
 struct upstream_head {
-  explicit upstream_head(std::string text) : raw(std::move(text)), parser(fields) {
-    parser.eager(false);
+  explicit upstream_head(std::string text) : raw(std::move(text)), parser(fields, false, 64 * 1024) {
     beast::error_code ec;
-    parser.put(net::buffer(raw.data(), raw.size()), ec);
+    parser.put(raw, ec);
     REQUIRE(!ec);
     REQUIRE(parser.is_header_done());
   }
