@@ -1,25 +1,33 @@
 #include "proxy/response_parser.hpp"
 
+#include <array>
 #include <cstring>
 
 namespace sluice::proxy {
 
 namespace {
 
-// RFC 9110 §5.6.2 tchar.
-constexpr bool is_tchar(unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-': case '.':
-    case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+// Character classes as one table lookup per byte: bit 1 = tchar (RFC 9110 §5.6.2), bit 2 = a field
+// value octet (§5.5: VCHAR, obs-text, SP, HTAB).
+constexpr unsigned char tchar_bit = 1;
+constexpr unsigned char value_bit = 2;
+constexpr std::array<unsigned char, 256> char_classes = [] {
+  std::array<unsigned char, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    const bool tchar = alnum || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+    const bool value = c == '\t' || (c >= 0x20 && c != 0x7f);
+    t[static_cast<std::size_t>(c)] = static_cast<unsigned char>((tchar ? tchar_bit : 0) | (value ? value_bit : 0));
   }
-}
+  return t;
+}();
 
-// Field value octets (RFC 9110 §5.5): VCHAR, obs-text, SP, HTAB.
-constexpr bool is_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+// True when every byte of s has the class bit.
+bool all_of_class(std::string_view s, unsigned char bit) {
+  unsigned char acc = bit;
+  for (const char c : s) acc &= char_classes[static_cast<unsigned char>(c)];
+  return acc != 0;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -242,18 +250,14 @@ std::size_t response_parser::parse_head(std::string_view data, error_code& ec) {
       return 0;
     }
     const auto name = line->substr(0, colon);
-    for (const char c : name) {
-      if (!is_tchar(static_cast<unsigned char>(c))) {
-        ec = http::error::bad_field;
-        return 0;
-      }
+    if (!all_of_class(name, tchar_bit)) {
+      ec = http::error::bad_field;
+      return 0;
     }
     const auto value = trim(line->substr(colon + 1));
-    for (const char c : value) {
-      if (!is_value_char(static_cast<unsigned char>(c))) {
-        ec = http::error::bad_value;
-        return 0;
-      }
+    if (!all_of_class(value, value_bit)) {
+      ec = http::error::bad_value;
+      return 0;
     }
     if (fields_.size() >= max_fields) {
       ec = http::error::header_limit;
@@ -280,10 +284,7 @@ bool response_parser::parse_status_line(std::string_view line) {
   if (line.size() == 12) return true;
   if (line[12] != ' ') return false;
   reason_ = line.substr(13);
-  for (const char c : reason_) {
-    if (!is_value_char(static_cast<unsigned char>(c))) return false;
-  }
-  return true;
+  return all_of_class(reason_, value_bit);
 }
 
 bool response_parser::parse_framing(error_code& ec) {
