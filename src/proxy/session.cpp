@@ -73,6 +73,7 @@ class framed_write {
   }
 
   [[nodiscard]] const std::array<net::const_buffer, 4>& buffers() const { return bufs_; }
+  [[nodiscard]] std::size_t size() const { return net::buffer_size(bufs_); }
   [[nodiscard]] bool last() const { return last_; }
 
  private:
@@ -85,6 +86,28 @@ class framed_write {
 };
 
 }  // namespace
+
+/// Sends what a non-blocking socket takes at once: one send, no suspension, no asynchronous operation.
+/// Nearly always that is everything (the socket buffer has room), and the write costs a syscall instead
+/// of an operation, a reactor registration and a resumption. Returns the bytes sent; ec is set only for
+/// a real error (would_block just means the rest needs an asynchronous write).
+template <class Buffers>
+std::size_t send_now(tcp::socket& socket, const Buffers& buffers, error_code& ec) {
+  if (!socket.non_blocking()) return 0;  // never block the worker
+  const std::size_t n = socket.write_some(buffers, ec);
+  if (ec == net::error::would_block || ec == net::error::try_again) ec = {};
+  return n;
+}
+
+/// The buffers without their first n bytes.
+std::array<net::const_buffer, 4> skip_bytes(std::array<net::const_buffer, 4> bufs, std::size_t n) {
+  for (auto& b : bufs) {
+    const std::size_t k = std::min(n, b.size());
+    b += k;
+    n -= k;
+  }
+  return bufs;
+}
 
 /// Per-request facts gathered along the way, for metrics, the access log and the reply.
 struct session::request_state {
@@ -105,6 +128,7 @@ session::session(worker_context& ctx, tcp::socket socket)
     : ctx_(ctx), client_(std::move(socket)) {
   error_code ec;
   client_.socket().set_option(tcp::no_delay(true), ec);
+  client_.socket().non_blocking(true, ec);  // for send_now(); asynchronous operations are unaffected
   const auto remote = client_.socket().remote_endpoint(ec);
   if (!ec) {
     const auto addr = remote.address();
@@ -362,10 +386,17 @@ net::awaitable<bool> session::serve_request() {
                 (req_->is_done() || !expects_continue(req));
     format_rate_limited(reply_, d, settings.rate_limit_headers, keep);
     rs.status = 429;
-    client_.expires_after(settings.server.idle_timeout);
-    auto [ec, n] = co_await net::async_write(client_.socket(), net::buffer(reply_.data(), reply_.size()), use_tuple);
+    error_code ec;
+    std::size_t n = send_now(client_.socket(), net::buffer(reply_.data(), reply_.size()), ec);
+    if (!ec && n < reply_.size()) {
+      client_.expires_after(settings.server.idle_timeout);
+      auto [aec, more] = co_await net::async_write(client_.socket(), net::buffer(reply_.data() + n, reply_.size() - n),
+                                                   use_tuple);
+      ec = client_.settle(aec);
+      n += more;
+    }
     rs.bytes_sent = n;
-    if (client_.settle(ec)) keep = false;
+    if (ec) keep = false;
     if (keep && !req_->is_done()) keep = co_await skip_request_body();
     finish(rs);
     co_return keep;
@@ -481,9 +512,13 @@ net::awaitable<bool> session::forward(request_state& rs) {
       }
       if (!head_written) out.head(reply_.data(), reply_.size());
       head_written = true;
-      conn->stream.expires_after(settings.upstream.response_timeout);
-      auto [uec, wn] = co_await net::async_write(conn->stream.socket(), out.buffers(), use_tuple);
-      const auto wec = conn->stream.settle(uec);
+      error_code wec;
+      const std::size_t wn = send_now(conn->stream.socket(), out.buffers(), wec);
+      if (!wec && wn < out.size()) {
+        conn->stream.expires_after(settings.upstream.response_timeout);
+        auto [uec, more] = co_await net::async_write(conn->stream.socket(), skip_bytes(out.buffers(), wn), use_tuple);
+        wec = conn->stream.settle(uec);
+      }
       if (wec) {
         up_ec = wec;
         break;
@@ -578,9 +613,14 @@ net::awaitable<bool> session::forward(request_state& rs) {
       out.piece(nullptr, 0, chunked_out, res_->is_done());
     }
     if (!response_started) out.head(reply_.data(), reply_.size());
-    client_.expires_after(settings.server.idle_timeout);
-    auto [cec, wn] = co_await net::async_write(client_.socket(), out.buffers(), use_tuple);
-    const auto wec = client_.settle(cec);
+    error_code wec;
+    std::size_t wn = send_now(client_.socket(), out.buffers(), wec);
+    if (!wec && wn < out.size()) {
+      client_.expires_after(settings.server.idle_timeout);
+      auto [cec, more] = co_await net::async_write(client_.socket(), skip_bytes(out.buffers(), wn), use_tuple);
+      wec = client_.settle(cec);
+      wn += more;
+    }
     rs.bytes_sent += wn;
     response_started = true;
     if (wec) {

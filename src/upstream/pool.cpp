@@ -284,6 +284,7 @@ struct pool::impl : std::enable_shared_from_this<pool::impl> {
       if (!ec) {
         error_code ignored;  // without TCP_NODELAY the connection still works, only slower
         conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+        conn->stream.socket().non_blocking(true, ignored);  // the session tries writes without suspending
         conn->connecting_ = false;
         conn->endpoint_ = ep;
         conn->server_index = index_of(ep);

@@ -84,7 +84,8 @@ class pool {
   /// A connection: an idle one (most recently used first, not probed: see peer_closed), else a new
   /// one when busy + idle < max_connections, else waits in the FIFO queue for at most queue_timeout.
   /// fresh_only skips idle connections (the retry after a stale one), closing an idle one to make room
-  /// when at the bound. Completes with pool_errc on failure. New connections have TCP_NODELAY set.
+  /// when at the bound. Completes with pool_errc on failure. New connections have TCP_NODELAY set and
+  /// are in non-blocking mode (synchronous writes return would_block instead of blocking).
   [[nodiscard]] net::awaitable<std::tuple<error_code, connection_ptr>> acquire(bool fresh_only = false);
   /// Gives a connection back. reusable=false (or shutting down, or max_idle reached, or over a lowered
   /// bound, or unread bytes left in `buffer`) closes it and frees its slot; the oldest waiter, if any, gets
