@@ -236,7 +236,8 @@ net::awaitable<session::head_status> session::read_head() {
       if (req_->is_header_done()) co_return head_status::ok;
     }
     if (!started) {
-      client_.expires_after(server.idle_timeout);
+      // Idle since the last response went out (finish() read the clock then), or since now.
+      client_.expires_at((finished_at_ ? *finished_at_ : steady::now()) + server.idle_timeout);
     } else {
       if (!head_deadline) head_deadline = steady::now() + server.header_timeout;
       client_.expires_at(*head_deadline);
@@ -284,6 +285,7 @@ net::awaitable<bool> session::skip_request_body() {
 
 void session::finish(request_state& rs) {
   const auto end = steady::now();
+  finished_at_ = end;
   const auto total = std::chrono::duration_cast<std::chrono::nanoseconds>(end - rs.start);
   ctx_.metrics.count_request(rs.result, rs.status, total);
   if (log::access_log_enabled()) {
@@ -427,10 +429,13 @@ std::pair<unsigned, upstream_error> map_pool_error(const error_code& ec) {
 
 }  // namespace
 
-net::awaitable<std::tuple<error_code, upstream::connection_ptr>> session::acquire_upstream(bool fresh_only) {
-  const auto t = steady::now();
+// since: when the wait began (the request's start for its first connection: the limiter's few
+// microseconds count as waiting, which saves a clock read). Sets acquired_at_.
+net::awaitable<std::tuple<error_code, upstream::connection_ptr>> session::acquire_upstream(bool fresh_only,
+                                                                                         steady::time_point since) {
   auto [ec, conn] = co_await ctx_.pool.acquire(fresh_only);
-  ctx_.metrics.pool_wait.observe(steady::now() - t);
+  acquired_at_ = steady::now();
+  ctx_.metrics.pool_wait.observe(acquired_at_ - since);
   co_return std::tuple<error_code, upstream::connection_ptr>{ec, std::move(conn)};
 }
 
@@ -453,7 +458,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
   // reply_ holds the request head until the response head replaces it (a retry sends it again).
   write_request_head(req.base(), std::string_view(peer_text_.data(), peer_len_), forwarded_for_, chunked_in, reply_);
 
-  auto [aec, conn] = co_await acquire_upstream(false);
+  auto [aec, conn] = co_await acquire_upstream(false, rs.start);
   if (aec) {
     const auto [status, kind] = map_pool_error(aec);
     co_return co_await fail_upstream(rs, status, kind);
@@ -461,7 +466,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
   if (conn->requests > 0 && !idempotent && upstream::peer_closed(*conn)) {
     // Never risk a non-idempotent request on a connection the upstream may be closing.
     ctx_.pool.release(std::move(conn), false);
-    auto [fec, fresh] = co_await acquire_upstream(true);
+    auto [fec, fresh] = co_await acquire_upstream(true, steady::now());
     if (fec) {
       const auto [status, kind] = map_pool_error(fec);
       co_return co_await fail_upstream(rs, status, kind);
@@ -483,6 +488,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     error_code up_ec;
     bool client_failed = false;
     bool head_written = false;
+    bool write_suspended = false;  // the request took more than the one send() that follows acquisition
     for (;;) {
       framed_write out;
       if (retried) {
@@ -515,6 +521,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
       error_code wec;
       const std::size_t wn = send_now(conn->stream.socket(), out.buffers(), wec);
       if (!wec && wn < out.size()) {
+        write_suspended = true;
         conn->stream.expires_after(settings.upstream.response_timeout);
         auto [uec, more] = co_await net::async_write(conn->stream.socket(), skip_bytes(out.buffers(), wn), use_tuple);
         wec = conn->stream.settle(uec);
@@ -538,7 +545,9 @@ net::awaitable<bool> session::forward(request_state& rs) {
     }
 
     if (!up_ec) {
-      sent_at = steady::now();
+      // The response is awaited from when the request was sent: right after the connection was acquired
+      // when it went out in one send() (no clock read), otherwise now.
+      sent_at = fills == 0 && !write_suspended ? acquired_at_ : steady::now();
       // One deadline for the response head, 1xx responses included.
       up_ec = co_await read_response_head(*conn, rs.head_request, sent_at + settings.upstream.response_timeout);
     }
@@ -552,7 +561,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     if (reused && !retried && resendable && no_response_byte && is_stale_failure(up_ec)) {
       wm.upstream_errors[static_cast<unsigned>(upstream_error::retried)].add();
       retried = true;
-      auto [fec, fresh] = co_await acquire_upstream(true);
+      auto [fec, fresh] = co_await acquire_upstream(true, steady::now());
       if (fec) {
         const auto [status, kind] = map_pool_error(fec);
         co_return co_await fail_upstream(rs, status, kind);

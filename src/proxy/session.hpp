@@ -58,7 +58,8 @@ class session
   net::awaitable<head_status> read_head();
   net::awaitable<bool> serve_request();
   net::awaitable<bool> forward(request_state& rs);
-  net::awaitable<std::tuple<error_code, upstream::connection_ptr>> acquire_upstream(bool fresh_only);
+  net::awaitable<std::tuple<error_code, upstream::connection_ptr>> acquire_upstream(
+      bool fresh_only, std::chrono::steady_clock::time_point since);
   net::awaitable<bool> fail_upstream(request_state& rs, unsigned status, admin::upstream_error kind);
   net::awaitable<bool> write_local(request_state& rs, unsigned status, bool keep_alive);
   net::awaitable<bool> skip_request_body();
@@ -86,6 +87,8 @@ class session
   reply_buffer reply_;                        ///< what sluice writes itself: a local reply, or a rewritten head
   upstream::connection* upstream_in_use_ = nullptr;  ///< for force_close
   bool waiting_for_request_ = false;          ///< idle: no byte of the next request yet
+  std::chrono::steady_clock::time_point acquired_at_;  ///< when acquire_upstream() last got a connection
+  std::optional<std::chrono::steady_clock::time_point> finished_at_;  ///< when the last request ended
 };
 
 /// What the sessions of one worker thread share, owned by the worker. Use from that thread only.
