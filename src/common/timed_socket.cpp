@@ -13,7 +13,8 @@ struct timed_socket::watch {
   bool expired = false;                ///< the deadline passed and the socket was closed
 };
 
-timed_socket::timed_socket(net::io_context& ioc) : socket_(ioc), watch_(std::make_shared<watch>(socket_.get_executor())) {
+timed_socket::timed_socket(net::io_context& ioc)
+    : socket_(ioc), watch_(std::make_shared<watch>(socket_.get_executor())) {
   watch_->socket = &socket_;
 }
 

@@ -15,7 +15,8 @@ constexpr std::array<unsigned char, 256> char_classes = [] {
   std::array<unsigned char, 256> t{};
   for (int c = 0; c < 256; ++c) {
     const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    const bool tchar = alnum || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+    constexpr std::string_view tchar_symbols = "!#$%&'*+-.^_`|~";
+    const bool tchar = alnum || tchar_symbols.find(static_cast<char>(c)) != std::string_view::npos;
     const bool value = c == '\t' || (c >= 0x20 && c != 0x7f);
     t[static_cast<std::size_t>(c)] = static_cast<unsigned char>((tchar ? tchar_bit : 0) | (value ? value_bit : 0));
   }
@@ -85,6 +86,13 @@ std::optional<std::string_view> take_line(std::string_view data, std::size_t& us
   return data.substr(0, lf - 1);
 }
 
+// take_line for the chunked framing's own lines: at most max_line bytes, bad_chunk past that.
+std::optional<std::string_view> take_bounded_line(std::string_view data, std::size_t& used, error_code& ec) {
+  auto line = take_line(data.substr(0, std::min(data.size(), response_parser::max_line + 2)), used);
+  if (!line && data.size() > response_parser::max_line) ec = http::error::bad_chunk;
+  return line;
+}
+
 }  // namespace
 
 response_parser::response_parser(std::vector<field_line>& fields, bool head_request, std::size_t header_limit)
@@ -118,11 +126,8 @@ std::size_t response_parser::put(std::string_view data, error_code& ec) {
         if (used == 0) return total;
         break;
       case state::chunk_size: {
-        const auto line = take_line(data.substr(0, std::min(data.size(), max_line + 2)), used);
-        if (!line) {
-          if (data.size() > max_line) ec = http::error::bad_chunk;
-          return total;
-        }
+        const auto line = take_bounded_line(data, used, ec);
+        if (!line) return total;
         std::uint64_t size = 0;
         std::size_t i = 0;
         for (; i < line->size(); ++i) {
@@ -170,11 +175,8 @@ std::size_t response_parser::put(std::string_view data, error_code& ec) {
         state_ = state::chunk_size;
         break;
       case state::trailer: {
-        const auto line = take_line(data.substr(0, std::min(data.size(), max_line + 2)), used);
-        if (!line) {
-          if (data.size() > max_line) ec = http::error::bad_chunk;
-          return total;
-        }
+        const auto line = take_bounded_line(data, used, ec);
+        if (!line) return total;
         trailer_bytes_ += used;
         if (trailer_bytes_ > header_limit_) {
           ec = http::error::header_limit;

@@ -87,6 +87,13 @@ class framed_write {
 
 }  // namespace
 
+/// The metric for a failed read of an upstream response body.
+upstream_error read_failure_kind(const error_code& ec) {
+  if (ec == beast::error::timeout) return upstream_error::response_timeout;
+  if (ec == http::error::partial_message || is_stale_failure(ec)) return upstream_error::reset;
+  return upstream_error::bad_response;
+}
+
 /// Sends what a non-blocking socket takes at once: one send, no suspension, no asynchronous operation.
 /// Nearly always that is everything (the socket buffer has room), and the write costs a syscall instead
 /// of an operation, a reactor registration and a resumption. Returns the bytes sent; ec is set only for
@@ -603,16 +610,15 @@ net::awaitable<bool> session::forward(request_state& rs) {
       const auto rec = co_await read_response_body(*conn, settings.upstream.response_timeout);
       if (rec) {
         failed = true;
-        const auto kind = rec == beast::error::timeout ? upstream_error::response_timeout
-                          : (rec == http::error::partial_message || is_stale_failure(rec)) ? upstream_error::reset
-                                                                                          : upstream_error::bad_response;
+        const auto kind = read_failure_kind(rec);
         if (!response_started) {
           ctx_.pool.release(std::move(conn), false);
           upstream_in_use_ = nullptr;
           co_return co_await fail_upstream(rs, kind == upstream_error::response_timeout ? 504 : 502, kind);
         }
-        wm.upstream_errors[static_cast<unsigned>(kind == upstream_error::response_timeout ? kind : upstream_error::reset)]
-            .add();
+        // Cut mid-response: counted as a timeout or a reset, whatever the cause.
+        const auto counted = kind == upstream_error::response_timeout ? kind : upstream_error::reset;
+        wm.upstream_errors[static_cast<unsigned>(counted)].add();
         break;
       }
       const auto filled = body_chunk_bytes - res_->body_size();
@@ -644,64 +650,63 @@ net::awaitable<bool> session::forward(request_state& rs) {
   co_return keep && !failed;
 }
 
+// Hands what conn.buffer holds to res_ and drops what it consumed.
+error_code session::parse_buffered(upstream::connection& conn) {
+  auto& buf = conn.buffer;
+  error_code ec;
+  if (buf.size() > 0) {
+    buf.consume(res_->put(std::string_view(static_cast<const char*>(buf.data().data()), buf.size()), ec));
+  }
+  return ec;
+}
+
+// Settles one read from the upstream into conn.buffer: commits the bytes, or hands EOF to res_, which
+// completes a close-delimited body and is an error otherwise (end_of_stream: a stale connection).
+error_code session::settle_upstream_read(upstream::connection& conn, error_code rec, std::size_t n) {
+  const auto ec = conn.stream.settle(rec);
+  if (ec == net::error::eof) {
+    error_code eof_ec;
+    res_->put_eof(eof_ec);
+    return eof_ec;
+  }
+  if (!ec) conn.buffer.commit(n);
+  return ec;
+}
+
 // Reads until a final response head is parsed (1xx responses are dropped: sluice answers
 // Expect: 100-continue itself), every read under one deadline for the whole head. The head's field views
 // point into conn.buffer, which must not be read into before the head has been used.
 net::awaitable<error_code> session::read_response_head(upstream::connection& conn, bool head_request,
                                                        steady::time_point deadline) {
   res_.emplace(response_fields_, head_request, upstream_header_limit);
-  auto& buf = conn.buffer;
   for (;;) {
-    if (buf.size() > 0) {
-      error_code pec;
-      const auto n = res_->put(std::string_view(static_cast<const char*>(buf.data().data()), buf.size()), pec);
-      buf.consume(n);
-      if (pec) co_return pec;
-      if (res_->is_header_done()) {
-        const unsigned status = res_->status();
-        if (status == 101) co_return http::error::bad_value;  // Upgrade was stripped: a protocol violation
-        if (status >= 200) co_return error_code{};
-        res_.emplace(response_fields_, head_request, upstream_header_limit);
-        continue;
-      }
+    if (const auto ec = parse_buffered(conn)) co_return ec;
+    if (res_->is_header_done()) {
+      const unsigned status = res_->status();
+      if (status == 101) co_return http::error::bad_value;  // Upgrade was stripped: a protocol violation
+      if (status >= 200) co_return error_code{};
+      res_.emplace(response_fields_, head_request, upstream_header_limit);
+      continue;
     }
     conn.stream.expires_at(deadline);
+    auto& buf = conn.buffer;
     auto [rec, n] = co_await conn.stream.socket().async_read_some(buf.prepare(beast::read_size(buf, max_read_bytes)),
                                                                    use_tuple);
-    const auto ec = conn.stream.settle(rec);
-    if (ec == net::error::eof) {
-      error_code pec;
-      res_->put_eof(pec);
-      co_return pec;  // end_of_stream (a stale connection) or partial_message
-    }
-    if (ec) co_return ec;
-    buf.commit(n);
+    if (const auto ec = settle_upstream_read(conn, rec, n)) co_return ec;
   }
 }
 
 // Fills the body window set on res_ with what conn.buffer holds, reading from the upstream (each read
 // under `timeout`) when it holds nothing usable; returns when the window got bytes or the body ended.
 net::awaitable<error_code> session::read_response_body(upstream::connection& conn, std::chrono::nanoseconds timeout) {
-  auto& buf = conn.buffer;
   for (;;) {
-    if (buf.size() > 0) {
-      error_code pec;
-      const auto n = res_->put(std::string_view(static_cast<const char*>(buf.data().data()), buf.size()), pec);
-      buf.consume(n);
-      if (pec) co_return pec;
-      if (res_->is_done() || res_->body_size() < body_chunk_bytes) co_return error_code{};
-    }
+    if (const auto ec = parse_buffered(conn)) co_return ec;
+    if (res_->is_done() || res_->body_size() < body_chunk_bytes) co_return error_code{};
     conn.stream.expires_after(timeout);
+    auto& buf = conn.buffer;
     auto [rec, n] = co_await conn.stream.socket().async_read_some(buf.prepare(beast::read_size(buf, max_read_bytes)),
                                                                    use_tuple);
-    const auto ec = conn.stream.settle(rec);
-    if (ec == net::error::eof) {
-      error_code pec;
-      res_->put_eof(pec);  // completes a close-delimited body
-      co_return pec;
-    }
-    if (ec) co_return ec;
-    buf.commit(n);
+    if (const auto ec = settle_upstream_read(conn, rec, n)) co_return ec;
   }
 }
 

@@ -67,6 +67,8 @@ class session
   net::awaitable<error_code> read_response_head(upstream::connection& conn, bool head_request,
                                                 std::chrono::steady_clock::time_point deadline);
   net::awaitable<error_code> read_response_body(upstream::connection& conn, std::chrono::nanoseconds timeout);
+  error_code parse_buffered(upstream::connection& conn);
+  error_code settle_upstream_read(upstream::connection& conn, error_code rec, std::size_t n);
   void finish(request_state& rs);
   char* body_buffer();
   void return_body_buffer();
