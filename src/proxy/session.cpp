@@ -441,9 +441,13 @@ std::pair<unsigned, upstream_error> map_pool_error(const error_code& ec) {
 net::awaitable<std::tuple<error_code, upstream::connection_ptr>> session::acquire_upstream(bool fresh_only,
                                                                                          steady::time_point since) {
   auto [ec, conn] = co_await ctx_.pool.acquire(fresh_only);
+  note_acquired(since);
+  co_return std::tuple<error_code, upstream::connection_ptr>{ec, std::move(conn)};
+}
+
+void session::note_acquired(steady::time_point since) {
   acquired_at_ = steady::now();
   ctx_.metrics.pool_wait.observe(acquired_at_ - since);
-  co_return std::tuple<error_code, upstream::connection_ptr>{ec, std::move(conn)};
 }
 
 // A local error before any of the response was sent: the client keeps the connection only when its
@@ -465,10 +469,17 @@ net::awaitable<bool> session::forward(request_state& rs) {
   // reply_ holds the request head until the response head replaces it (a retry sends it again).
   write_request_head(req.base(), std::string_view(peer_text_.data(), peer_len_), forwarded_for_, chunked_in, reply_);
 
-  auto [aec, conn] = co_await acquire_upstream(false, rs.start);
-  if (aec) {
-    const auto [status, kind] = map_pool_error(aec);
-    co_return co_await fail_upstream(rs, status, kind);
+  // An idle connection is taken without a coroutine; otherwise the pool connects or queues.
+  upstream::connection_ptr conn = ctx_.pool.try_acquire_idle();
+  if (conn) {
+    note_acquired(rs.start);
+  } else {
+    auto [aec, acquired] = co_await acquire_upstream(false, rs.start);
+    if (aec) {
+      const auto [status, kind] = map_pool_error(aec);
+      co_return co_await fail_upstream(rs, status, kind);
+    }
+    conn = std::move(acquired);
   }
   if (conn->requests > 0 && !idempotent && upstream::peer_closed(*conn)) {
     // Never risk a non-idempotent request on a connection the upstream may be closing.
@@ -607,7 +618,11 @@ net::awaitable<bool> session::forward(request_state& rs) {
     // not held back; otherwise head and first body bytes leave in one write.
     if (!res_->is_done() && (response_started || conn->buffer.size() > 0)) {
       res_->set_body_window(body_buffer(), body_chunk_bytes);
-      const auto rec = co_await read_response_body(*conn, settings.upstream.response_timeout);
+      // What the buffer holds first (with a small response, all of it), without a coroutine.
+      auto rec = parse_buffered(*conn);
+      if (!rec && !res_->is_done() && res_->body_size() == body_chunk_bytes) {
+        rec = co_await read_response_body(*conn, settings.upstream.response_timeout);
+      }
       if (rec) {
         failed = true;
         const auto kind = read_failure_kind(rec);

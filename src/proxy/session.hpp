@@ -68,6 +68,7 @@ class session
                                                 std::chrono::steady_clock::time_point deadline);
   net::awaitable<error_code> read_response_body(upstream::connection& conn, std::chrono::nanoseconds timeout);
   error_code parse_buffered(upstream::connection& conn);
+  void note_acquired(std::chrono::steady_clock::time_point since);
   error_code settle_upstream_read(upstream::connection& conn, error_code rec, std::size_t n);
   void finish(request_state& rs);
   char* body_buffer();

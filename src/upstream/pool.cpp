@@ -330,6 +330,11 @@ pool::~pool() {
   }
 }
 
+connection_ptr pool::try_acquire_idle() {
+  impl& p = *impl_;
+  return p.shut_down ? nullptr : p.take_idle();
+}
+
 net::awaitable<std::tuple<error_code, connection_ptr>> pool::acquire(bool fresh_only) {
   impl& p = *impl_;
   if (p.shut_down) co_return acquire_result{make_error_code(pool_errc::shutting_down), nullptr};

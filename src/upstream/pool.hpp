@@ -87,6 +87,9 @@ class pool {
   /// when at the bound. Completes with pool_errc on failure. New connections have TCP_NODELAY set and
   /// are in non-blocking mode (synchronous writes return would_block instead of blocking).
   [[nodiscard]] net::awaitable<std::tuple<error_code, connection_ptr>> acquire(bool fresh_only = false);
+  /// acquire()'s fast path without a coroutine: the most recently used idle connection, now on loan, or
+  /// null (none idle, or shut down), in which case acquire() decides.
+  [[nodiscard]] connection_ptr try_acquire_idle();
   /// Gives a connection back. reusable=false (or shutting down, or max_idle reached, or over a lowered
   /// bound, or unread bytes left in `buffer`) closes it and frees its slot; the oldest waiter, if any, gets
   /// the connection or the slot.
