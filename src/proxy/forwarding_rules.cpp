@@ -211,8 +211,9 @@ bool client_keeps_alive(bool client_wants_keep_alive, body_framing framing, bool
 }
 
 void write_response_head(unsigned status, std::string_view reason, std::span<const field_line> fields,
-                         body_framing framing, bool keep_alive, unsigned client_version, config::header_mode mode,
-                         const limiter::limit_status* limits, reply_buffer& out) {
+                         std::optional<std::uint64_t> content_length, body_framing framing, bool keep_alive,
+                         unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
+                         reply_buffer& out) {
   using config::header_mode;
   out.clear();
   const hop_by_hop<std::span<const field_line>> hop(fields);
@@ -225,8 +226,18 @@ void write_response_head(unsigned status, std::string_view reason, std::span<con
   append(out, " ");
   append(out, reason);
   append(out, "\r\n");
+  bool length_written = false;
   for (const auto& f : fields) {
     if (hop.skips(f)) continue;
+    if (f.id == http::field::content_length) {
+      // Equal duplicates ("2, 2", or two lines) go out as one normalised field, where the first was.
+      if (!length_written && content_length) {
+        const fmt::format_int n(*content_length);
+        append_field(out, "Content-Length", std::string_view(n.data(), n.size()));
+      }
+      length_written = true;
+      continue;
+    }
     if ((replace_latest || replace_legacy) && f.name.size() >= 9 && beast::iequals(f.name.substr(0, 9), "RateLimit")) {
       const auto rest = f.name.substr(9);
       const bool latest = rest.empty() || beast::iequals(rest, "-Policy");

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -70,12 +72,14 @@ enum class body_framing {
 
 /// Serialises an upstream response head for the client into out (cleared first), from the status, reason
 /// and field lines response_parser recorded: status line as HTTP/1.1 with the upstream's reason (the
-/// standard one when it sent none); hop-by-hop fields left out; Transfer-Encoding: chunked when framing
-/// says so; Connection: close, or keep-alive for an HTTP/1.0 client that keeps the connection; then, when
-/// limits is not null, the rate limit fields of mode, replacing any of the same names the upstream sent.
+/// standard one when it sent none); hop-by-hop fields left out; Content-Length as one field with the
+/// parsed content_length; Transfer-Encoding: chunked when framing says so; Connection: close, or
+/// keep-alive for an HTTP/1.0 client that keeps the connection; then, when limits is not null, the rate
+/// limit fields of mode, replacing any of the same names the upstream sent.
 void write_response_head(unsigned status, std::string_view reason, std::span<const field_line> fields,
-                         body_framing framing, bool keep_alive, unsigned client_version, config::header_mode mode,
-                         const limiter::limit_status* limits, reply_buffer& out);
+                         std::optional<std::uint64_t> content_length, body_framing framing, bool keep_alive,
+                         unsigned client_version, config::header_mode mode, const limiter::limit_status* limits,
+                         reply_buffer& out);
 
 /// True for methods RFC 9110 §9.2.2 calls idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE): a
 /// request that may be sent again after a stale pooled connection failed.

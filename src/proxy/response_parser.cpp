@@ -89,7 +89,7 @@ std::optional<std::string_view> take_line(std::string_view data, std::size_t& us
 // take_line for the chunked framing's own lines: at most max_line bytes, bad_chunk past that.
 std::optional<std::string_view> take_bounded_line(std::string_view data, std::size_t& used, error_code& ec) {
   auto line = take_line(data.substr(0, std::min(data.size(), response_parser::max_line + 2)), used);
-  if (!line && data.size() > response_parser::max_line) ec = http::error::bad_chunk;
+  if (!line && data.size() >= response_parser::max_line + 2) ec = http::error::bad_chunk;
   return line;
 }
 
@@ -148,7 +148,7 @@ std::size_t response_parser::put(std::string_view data, error_code& ec) {
         }
         // At least one digit, then nothing or chunk extensions (BWS ";" ...), which are dropped.
         const auto rest = trim(line->substr(i));
-        if (i == 0 || (!rest.empty() && rest.front() != ';')) {
+        if (i == 0 || (!rest.empty() && rest.front() != ';') || !all_of_class(rest, value_bit)) {
           ec = http::error::bad_chunk;
           return total;
         }
@@ -221,9 +221,23 @@ std::size_t response_parser::copy_body(std::string_view data, std::uint64_t limi
 }
 
 std::size_t response_parser::parse_head(std::string_view data, error_code& ec) {
-  const auto end = data.find("\r\n\r\n");
+  // data always starts at the head's first byte (nothing is consumed before the head is whole), so the
+  // search resumes where the last call stopped: a head trickled in byte by byte costs linear time.
+  std::size_t end = std::string_view::npos;
+  for (std::size_t i = data.find('\n', scanned_); i != std::string_view::npos; i = data.find('\n', i + 1)) {
+    if (i == 0 || data[i - 1] != '\r') {
+      ec = http::error::bad_field;  // a bare LF: refused now rather than waited on until the timeout
+      return 0;
+    }
+    if (i >= 3 && data[i - 2] == '\n' && data[i - 3] == '\r') {
+      end = i - 3;
+      break;
+    }
+  }
   if (end == std::string_view::npos) {
     if (data.size() >= header_limit_) ec = http::error::header_limit;
+    // Resume at the last line start: its LF may be the one before the final CRLF.
+    scanned_ = data.size() < 4 ? 0 : data.size() - 3;
     return 0;
   }
   const std::size_t head_size = end + 4;
@@ -291,10 +305,12 @@ bool response_parser::parse_status_line(std::string_view line) {
 
 bool response_parser::parse_framing(error_code& ec) {
   bool has_encoding = false;
+  bool other_coding = false;
   bool bad = false;
   for (const auto& f : fields_) {
     switch (f.id) {
       case http::field::content_length:
+        if (f.value.empty()) bad = true;
         for_each_element(f.value, [&](std::string_view v) {
           std::uint64_t n = 0;
           if (v.size() > 18) bad = true;
@@ -311,10 +327,12 @@ bool response_parser::parse_framing(error_code& ec) {
         }
         break;
       case http::field::transfer_encoding:
-        has_encoding = true;
-        // Only the last coding of the last line counts: chunked there means chunked framing.
-        chunked_ = false;
-        for_each_element(f.value, [&](std::string_view coding) { chunked_ = iequals(coding, "chunked"); });
+        // Codings across every line, in order. Only a lone "chunked" is relayed: the field is hop-by-hop,
+        // so any other coding would reach the client unlabelled.
+        for_each_element(f.value, [&](std::string_view coding) {
+          if (has_encoding || !iequals(coding, "chunked")) other_coding = true;
+          has_encoding = true;
+        });
         break;
       case http::field::connection:
         for_each_element(f.value, [&](std::string_view token) {
@@ -326,17 +344,18 @@ bool response_parser::parse_framing(error_code& ec) {
         break;
     }
   }
-  if (has_encoding && content_length_) {
+  if ((has_encoding && content_length_) || other_coding) {
     ec = http::error::bad_transfer_encoding;  // RFC 9112 §6.1: a message with both is suspect
     return false;
   }
+  chunked_ = has_encoding;
+  // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its framing cannot be trusted to
+  // leave the connection in sync: read this one, then close.
+  if (has_encoding && version_ < 11) close_ = true;
   if (head_request_ || (status_ >= 100 && status_ < 200) || status_ == 204 || status_ == 304) {
     state_ = state::done;
   } else if (chunked_) {
     state_ = state::chunk_size;
-  } else if (has_encoding) {
-    state_ = state::body_eof;  // a coding other than chunked last: the body ends with the connection
-    until_close_ = true;
   } else if (content_length_) {
     remaining_ = *content_length_;
     state_ = remaining_ == 0 ? state::done : state::body_length;

@@ -22,11 +22,13 @@ struct field_line {
 /// connection's read buffer, until it is read into again: the session writes the client's head first).
 /// Body bytes are copied into a caller-supplied window (set_body_window()), chunked framing removed.
 ///
-/// Framing: none for HEAD requests, 1xx, 204 and 304; chunked when Transfer-Encoding ends in chunked;
+/// Framing: none for HEAD requests, 1xx, 204 and 304; chunked for Transfer-Encoding: chunked;
 /// Content-Length (equal duplicates allowed); otherwise until the upstream closes. Refused, as errors:
-/// a bad status line or version, a field line that is not `token ":" value` (obs-fold included),
-/// Content-Length with Transfer-Encoding, differing or malformed lengths, a bad chunk, a head over
-/// header_limit bytes or with more than max_fields field lines. Trailers are read and dropped.
+/// a bad status line or version, a field line that is not `token ":" value` (obs-fold, bare LF),
+/// Content-Length with Transfer-Encoding, a coding other than a lone chunked (it could not be relayed:
+/// Transfer-Encoding is hop-by-hop), differing, empty or malformed lengths, a bad chunk, a head over
+/// header_limit bytes or with more than max_fields field lines. Chunk extensions and trailers are read
+/// and dropped. An HTTP/1.0 response with Transfer-Encoding is read, then its connection is not kept.
 /// Use from one thread.
 class response_parser {
  public:
@@ -89,6 +91,7 @@ class response_parser {
   std::optional<std::uint64_t> content_length_;
   std::uint64_t remaining_ = 0;    ///< body or chunk bytes still to come
   std::size_t trailer_bytes_ = 0;
+  std::size_t scanned_ = 0;        ///< head bytes already searched for the end of the head
   char* window_ = nullptr;
   std::size_t window_size_ = 0;
 };

@@ -470,7 +470,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
   write_request_head(req.base(), std::string_view(peer_text_.data(), peer_len_), forwarded_for_, chunked_in, reply_);
 
   // An idle connection is taken without a coroutine; otherwise the pool connects or queues.
-  upstream::connection_ptr conn = ctx_.pool.try_acquire_idle();
+  upstream::connection_ptr conn = ctx_.pool.try_acquire_idle(rs.start);
   if (conn) {
     note_acquired(rs.start);
   } else {
@@ -481,8 +481,9 @@ net::awaitable<bool> session::forward(request_state& rs) {
     }
     conn = std::move(acquired);
   }
-  if (conn->requests > 0 && !idempotent && upstream::peer_closed(*conn)) {
-    // Never risk a non-idempotent request on a connection the upstream may be closing.
+  if (conn->requests > 0 && (!idempotent || !req_->is_done()) && upstream::peer_closed(*conn)) {
+    // Never risk a request that could not be sent again (non-idempotent, or its body still streaming
+    // from the client) on a connection the upstream may be closing.
     ctx_.pool.release(std::move(conn), false);
     auto [fec, fresh] = co_await acquire_upstream(true, steady::now());
     if (fec) {
@@ -571,7 +572,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     }
     if (!up_ec) break;
 
-    const bool no_response_byte = !res_.has_value() || !res_->got_some();
+    const bool no_response_byte = !res_.has_value() || (!res_->got_some() && !interim_seen_);
     // Safe to send again: nothing of the body was taken from the client beyond what body_buf_ holds.
     const bool resendable = idempotent && req_->is_done() && fills <= 1;
     ctx_.pool.release(std::move(conn), false);
@@ -606,8 +607,8 @@ net::awaitable<bool> session::forward(request_state& rs) {
   bool keep = client_keeps_alive(rs.wants_keep_alive, framing, ctx_.draining) && req_->is_done();
   const limiter::limit_status* limits = rs.decision.matched ? &rs.decision.status : nullptr;
   // The field views point into conn->buffer: the head is serialised now, before the body is read into it.
-  write_response_head(res_->status(), res_->reason(), res_->fields(), framing, keep, rs.client_version,
-                      settings.rate_limit_headers, limits, reply_);
+  write_response_head(res_->status(), res_->reason(), res_->fields(), res_->content_length(), framing, keep,
+                      rs.client_version, settings.rate_limit_headers, limits, reply_);
   const bool chunked_out = framing == body_framing::chunked;
 
   bool response_started = false;
@@ -694,12 +695,14 @@ error_code session::settle_upstream_read(upstream::connection& conn, error_code 
 net::awaitable<error_code> session::read_response_head(upstream::connection& conn, bool head_request,
                                                        steady::time_point deadline) {
   res_.emplace(response_fields_, head_request, upstream_header_limit);
+  interim_seen_ = false;
   for (;;) {
     if (const auto ec = parse_buffered(conn)) co_return ec;
     if (res_->is_header_done()) {
       const unsigned status = res_->status();
       if (status == 101) co_return http::error::bad_value;  // Upgrade was stripped: a protocol violation
       if (status >= 200) co_return error_code{};
+      interim_seen_ = true;  // the upstream has the request: a failure from here on is not a stale connection
       res_.emplace(response_fields_, head_request, upstream_header_limit);
       continue;
     }

@@ -91,6 +91,7 @@ class session
   upstream::connection* upstream_in_use_ = nullptr;  ///< for force_close
   bool waiting_for_request_ = false;          ///< idle: no byte of the next request yet
   std::chrono::steady_clock::time_point acquired_at_;  ///< when acquire_upstream() last got a connection
+  bool interim_seen_ = false;                 ///< a 1xx response came before the current response head
   std::optional<std::chrono::steady_clock::time_point> finished_at_;  ///< when the last request ended
 };
 

@@ -162,18 +162,26 @@ struct pool::impl : std::enable_shared_from_this<pool::impl> {
     w.timer.cancel();
   }
 
-  /// The most recently used idle connection, now on loan. It is not probed: that would cost a syscall per
-  /// request, and the session copes with a connection the upstream closed while idle (an idempotent
-  /// request is sent again on a fresh one; a non-idempotent one checks with peer_closed() first).
-  connection_ptr take_idle() {
-    if (idle.empty()) return nullptr;
-    connection_ptr conn = std::move(idle.back());
-    idle.pop_back();
-    sub(owner.idle_count_, 1);
-    add(owner.busy_, 1);
-    lend(*conn);
+  /// The most recently used idle connection, now on loan. One idle for limits.probe_idle_after or more is
+  /// probed and closed when its peer closed it or spoke out of turn; younger ones are not (a syscall per
+  /// request otherwise): the session retries an idempotent request whose connection turns out stale,
+  /// and probes itself before a request it could not send again.
+  connection_ptr take_idle(std::chrono::steady_clock::time_point now) {
+    while (!idle.empty()) {
+      connection_ptr conn = std::move(idle.back());
+      idle.pop_back();
+      sub(owner.idle_count_, 1);
+      if (now - conn->idle_since >= limits.probe_idle_after && peer_closed(*conn)) {
+        close_quietly(*conn);
+        continue;
+      }
+      add(owner.busy_, 1);
+      lend(*conn);
+      disarm_if_no_idle();
+      return conn;
+    }
     disarm_if_no_idle();
-    return conn;
+    return nullptr;
   }
 
   void close_oldest_idle() {
@@ -197,7 +205,7 @@ struct pool::impl : std::enable_shared_from_this<pool::impl> {
     while (head) {
       waiter& w = *head;
       if (!w.fresh_only) {
-        if (connection_ptr conn = take_idle()) {
+        if (connection_ptr conn = take_idle(std::chrono::steady_clock::now())) {
           w.conn = std::move(conn);
           wake(w, waiter_state::handed);
           continue;
@@ -330,16 +338,18 @@ pool::~pool() {
   }
 }
 
-connection_ptr pool::try_acquire_idle() {
+connection_ptr pool::try_acquire_idle(std::chrono::steady_clock::time_point now) {
   impl& p = *impl_;
-  return p.shut_down ? nullptr : p.take_idle();
+  return p.shut_down ? nullptr : p.take_idle(now);
 }
 
 net::awaitable<std::tuple<error_code, connection_ptr>> pool::acquire(bool fresh_only) {
   impl& p = *impl_;
   if (p.shut_down) co_return acquire_result{make_error_code(pool_errc::shutting_down), nullptr};
   if (!fresh_only) {
-    if (connection_ptr conn = p.take_idle()) co_return acquire_result{error_code{}, std::move(conn)};
+    if (connection_ptr conn = p.take_idle(std::chrono::steady_clock::now())) {
+      co_return acquire_result{error_code{}, std::move(conn)};
+    }
   }
   if (p.reserve_slot(fresh_only)) {
     auto result = co_await p.connect(impl_);

@@ -34,6 +34,10 @@ struct pool_limits {
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(2);
   std::chrono::nanoseconds queue_timeout = std::chrono::seconds(1);
+  /// An idle connection this old is probed (one recv(MSG_PEEK)) before it is lent. Younger ones are not:
+  /// under load connections are idle for microseconds, and a probe per request would cost a syscall
+  /// each; upstreams close idle connections (or send a 408) after keep-alive timeouts of seconds.
+  std::chrono::nanoseconds probe_idle_after = std::chrono::seconds(1);
 };
 
 class pool;
@@ -75,21 +79,24 @@ using connection_ptr = std::unique_ptr<connection>;
 /// must then be dropped, not released.
 class pool {
  public:
+
   /// servers: resolved endpoints, at least one (throws std::invalid_argument otherwise).
   pool(net::io_context& ioc, pool_limits limits, std::vector<tcp::endpoint> servers);
   ~pool();
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
 
-  /// A connection: an idle one (most recently used first, not probed: see peer_closed), else a new
+  /// A connection: an idle one (most recently used first; one idle for probe_idle_after or longer is
+  /// probed with peer_closed() and closed when the upstream closed it or sent bytes unasked), else a new
   /// one when busy + idle < max_connections, else waits in the FIFO queue for at most queue_timeout.
   /// fresh_only skips idle connections (the retry after a stale one), closing an idle one to make room
   /// when at the bound. Completes with pool_errc on failure. New connections have TCP_NODELAY set and
   /// are in non-blocking mode (synchronous writes return would_block instead of blocking).
   [[nodiscard]] net::awaitable<std::tuple<error_code, connection_ptr>> acquire(bool fresh_only = false);
   /// acquire()'s fast path without a coroutine: the most recently used idle connection, now on loan, or
-  /// null (none idle, or shut down), in which case acquire() decides.
-  [[nodiscard]] connection_ptr try_acquire_idle();
+  /// null (none idle, or shut down), in which case acquire() decides. now: the caller's recent clock
+  /// reading, for the idle-age probe (see acquire()).
+  [[nodiscard]] connection_ptr try_acquire_idle(std::chrono::steady_clock::time_point now);
   /// Gives a connection back. reusable=false (or shutting down, or max_idle reached, or over a lowered
   /// bound, or unread bytes left in `buffer`) closes it and frees its slot; the oldest waiter, if any, gets
   /// the connection or the slot.

@@ -54,8 +54,8 @@ struct upstream_head {
   }
   void write(body_framing framing, bool keep_alive, unsigned client_version, header_mode mode,
              const limiter::limit_status* limits, reply_buffer& out) const {
-    write_response_head(parser.status(), parser.reason(), parser.fields(), framing, keep_alive, client_version, mode,
-                        limits, out);
+    write_response_head(parser.status(), parser.reason(), parser.fields(), parser.content_length(), framing,
+                        keep_alive, client_version, mode, limits, out);
   }
   std::string raw;
   std::vector<field_line> fields;
@@ -263,6 +263,14 @@ TEST_CASE("the response head loses hop-by-hop fields and gains the client's fram
     bare.write(body_framing::content_length, true, 11, header_mode::none, nullptr, out);
     CHECK(std::string_view(out.data(), out.size()) == "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
   }
+}
+
+TEST_CASE("equal duplicate lengths go out as one normalised Content-Length where the first was", "[proxy]") {
+  const upstream_head upstream(
+      "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\nX-B: 2\r\n\r\n");
+  reply_buffer out;
+  upstream.write(body_framing::content_length, true, 11, header_mode::none, nullptr, out);
+  CHECK(std::string_view(out.data(), out.size()) == "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\nX-B: 2\r\n\r\n");
 }
 
 TEST_CASE("a forwarded response gets the rate limit fields, replacing the upstream's", "[proxy]") {

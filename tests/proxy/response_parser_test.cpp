@@ -78,7 +78,7 @@ TEST_CASE("the response parser records the status line and field lines as views"
 
 TEST_CASE("the response parser takes the head and body in any pieces", "[proxy]") {
   const std::string raw =
-      "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n"
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n"
       "A\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n";
   const std::size_t step = GENERATE(1u, 2u, 7u, 1000u);
   const std::size_t window = GENERATE(1u, 3u, 64u);
@@ -147,6 +147,14 @@ TEST_CASE("the response parser refuses malformed and oversized messages", "[prox
       {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
        http::error::bad_transfer_encoding},
       {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", http::error::bad_chunk},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\x01\r\nx\r\n", http::error::bad_chunk},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", http::error::bad_transfer_encoding},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+       http::error::bad_transfer_encoding},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", http::error::bad_transfer_encoding},
+      {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length:\r\n\r\n", http::error::bad_content_length},
+      {"HTTP/1.1 200 OK\nContent-Length: 0\n\n", http::error::bad_field},
+      {"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 0\r\n\r\n", http::error::bad_field},
       {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX", http::error::bad_chunk},
   }));
   INFO(raw);
@@ -184,4 +192,38 @@ TEST_CASE("an upstream that closes early is told apart from one that closed whil
         http::error::partial_message);
   response_parser head_cut(fields, false, limit);
   CHECK(relay(head_cut, "HTTP/1.1 200 OK\r\nContent-Le", 100, 64, true).ec == http::error::partial_message);
+}
+
+TEST_CASE("a bare LF is refused as soon as it arrives, not after the head times out", "[proxy]") {
+  std::vector<field_line> fields;
+  response_parser p(fields, false, limit);
+  error_code ec;
+  CHECK(p.put("HTTP/1.1 200 OK\nContent-Length: 0", ec) == 0);  // the head is not complete yet
+  CHECK(ec == http::error::bad_field);
+}
+
+TEST_CASE("a chunk line of exactly max_line bytes is taken whatever the read boundaries", "[proxy]") {
+  const std::string size_line = "5;" + std::string(response_parser::max_line - 2, 'a');
+  REQUIRE(size_line.size() == response_parser::max_line);
+  const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string raw = head + size_line + "\r\nhello\r\n0\r\n\r\n";
+  std::vector<field_line> fields;
+  response_parser p(fields, false, limit);
+  const auto r = relay(p, raw, 1, 64);
+  CHECK_FALSE(r.ec);
+  CHECK(r.body == "hello");
+  response_parser longer(fields, false, limit);
+  const std::string too_long = head + size_line + "a\r\nhello\r\n";
+  CHECK(relay(longer, too_long, 1, 64).ec == http::error::bad_chunk);
+}
+
+TEST_CASE("an HTTP/1.0 response framed with Transfer-Encoding is read, then its connection not kept", "[proxy]") {
+  std::vector<field_line> fields;
+  response_parser p(fields, false, limit);
+  const std::string raw =
+      "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+  const auto r = relay(p, raw, 5, 64);
+  CHECK_FALSE(r.ec);
+  CHECK(r.body == "ok");
+  CHECK_FALSE(p.keep_alive());
 }

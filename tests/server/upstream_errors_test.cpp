@@ -136,6 +136,25 @@ TEST_CASE("a stale pooled connection is replaced for a GET but a POST is never s
   }
 }
 
+TEST_CASE("an upstream that sends 100 Continue and then closes gets a 502, not the request again", "[server]") {
+  // The interim response proves the upstream has the request: the close is not a stale connection.
+  fake_upstream up([](const received_request& rq) {
+    if (rq.index_on_connection < 2) return reply::ok("first");
+    reply r;
+    r.what = reply::kind::partial;
+    r.raw = "HTTP/1.1 100 Continue\r\n\r\n";
+    return r;
+  });
+  running_server srv(proxy_config(up));
+  raw_client c(srv.port());
+  c.send(get("/1"));
+  CHECK(c.read_response().status == 200);
+  c.send(get("/2"));
+  CHECK(c.read_response().status == 502);
+  CHECK(up.request_count() == 2);
+  CHECK(srv->metrics().worker(0).upstream_errors[static_cast<unsigned>(admin::upstream_error::retried)].get() == 0);
+}
+
 TEST_CASE("after the upstream closes idle connections the next requests still succeed", "[server]") {
   fake_upstream up;
   running_server srv(proxy_config(up));

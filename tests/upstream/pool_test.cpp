@@ -575,9 +575,12 @@ TEST_CASE("a refused server is skipped for the next one, each tried once per acq
 TEST_CASE("peer_closed tells when the upstream closed a connection or spoke out of turn", "[upstream]") {
   net::io_context ioc{1};
   fake_upstream up(ioc);
-  pool p(ioc, small_limits(), {up.endpoint()});
+  const bool probe_all = GENERATE(false, true);
+  auto limits = small_limits();
+  if (probe_all) limits.probe_idle_after = std::chrono::nanoseconds(0);  // every idle connection is old
+  pool p(ioc, limits, {up.endpoint()});
   const bool close = GENERATE(true, false);
-  CAPTURE(close);
+  CAPTURE(close, probe_all);
   run_test(ioc, [&]() -> net::awaitable<void> {
     auto [ec, conn] = co_await p.acquire();
     REQUIRE(conn);
@@ -589,22 +592,33 @@ TEST_CASE("peer_closed tells when the upstream closed a connection or spoke out 
       up.send_unsolicited();
     }
     co_await until([&] { return peer_closed(*conn); });
-    // Back in the pool it is still open on our side. acquire() hands it out unprobed (a syscall per
-    // request otherwise); peer_closed() is how the session tells before it risks a non-idempotent request.
+    // Back in the pool it is still open on our side.
     p.release(std::move(conn), true);
     CHECK(p.idle() == 1);
-    auto [ec2, reused] = co_await p.acquire();
-    REQUIRE(reused);
-    CHECK(reused->requests == 1);
-    CHECK(peer_closed(*reused));
-    p.release(std::move(reused), false);
-    auto [ec3, fresh] = co_await p.acquire(true);
-    REQUIRE(fresh);
-    CHECK(fresh->requests == 0);
-    CHECK(p.idle() == 0);
-    CHECK(p.busy() == 1);
-    CHECK_FALSE(peer_closed(*fresh));
-    p.release(std::move(fresh), false);
+    if (probe_all) {
+      // Idle for probe_idle_after or longer: probed, closed, and a fresh connection made instead.
+      auto [ec2, fresh] = co_await p.acquire();
+      REQUIRE(fresh);
+      CHECK(fresh->requests == 0);
+      CHECK(p.idle() == 0);
+      CHECK_FALSE(peer_closed(*fresh));
+      p.release(std::move(fresh), false);
+    } else {
+      // Idle only briefly: handed out unprobed (a syscall per request otherwise); peer_closed() is how
+      // the session tells before it risks a request it could not send again.
+      auto [ec2, reused] = co_await p.acquire();
+      REQUIRE(reused);
+      CHECK(reused->requests == 1);
+      CHECK(peer_closed(*reused));
+      p.release(std::move(reused), false);
+      auto [ec3, fresh] = co_await p.acquire(true);
+      REQUIRE(fresh);
+      CHECK(fresh->requests == 0);
+      CHECK(p.idle() == 0);
+      CHECK(p.busy() == 1);
+      CHECK_FALSE(peer_closed(*fresh));
+      p.release(std::move(fresh), false);
+    }
     up.stop();
   });
   REQUIRE(drained(ioc));
