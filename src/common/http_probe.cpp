@@ -11,6 +11,8 @@
 #include <string>
 #include <utility>
 
+#include "common/http_text.hpp"
+
 // Plain POSIX sockets on purpose: the probe runs as `sluice --probe` inside a container health check,
 // so it must start fast and depend on nothing but libc.
 namespace sluice::common {
@@ -31,15 +33,6 @@ struct probe_target {
   std::string_view path;       ///< starts with '/'
 };
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
 bool is_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
 
 bool valid_port(std::string_view digits) {
@@ -52,7 +45,7 @@ bool valid_port(std::string_view digits) {
 // Strict on purpose: whatever reaches the request line must not be able to inject bytes into it.
 std::optional<probe_target> parse_url(std::string_view url) {
   constexpr std::string_view scheme = "http://";
-  if (url.size() < scheme.size() || !iequals(url.substr(0, scheme.size()), scheme)) return std::nullopt;
+  if (url.size() < scheme.size() || !iequals_ascii(url.substr(0, scheme.size()), scheme)) return std::nullopt;
   url.remove_prefix(scheme.size());
   if (const auto hash = url.find('#'); hash != std::string_view::npos) url = url.substr(0, hash);
 

@@ -3,14 +3,10 @@
 #include <bit>
 #include <cctype>
 
+#include "common/http_text.hpp"
+
 namespace sluice::limiter {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 std::optional<common::ip_address> parse_entry(std::string_view entry) {
   if (entry.empty()) return std::nullopt;
@@ -35,7 +31,7 @@ common::ip_address client_address(const common::ip_address& peer, std::string_vi
   std::string_view rest = forwarded_for;
   while (!rest.empty()) {
     const auto comma = rest.rfind(',');
-    const std::string_view entry = trim(comma == std::string_view::npos ? rest : rest.substr(comma + 1));
+    const std::string_view entry = common::trim_ows(comma == std::string_view::npos ? rest : rest.substr(comma + 1));
     rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(0, comma);
     const auto addr = parse_entry(entry);
     if (!addr) return current;

@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <span>
-#include <iterator>
 
-#include <fmt/format.h>
+#include "common/http_text.hpp"
 
 namespace sluice::proxy {
 
@@ -17,12 +16,6 @@ constexpr std::array<http::field, 6> fixed_hop_by_hop = {
     http::field::keep_alive, http::field::proxy_connection, http::field::te,
     http::field::trailer,    http::field::transfer_encoding, http::field::upgrade,
 };
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 void append_field(reply_buffer& out, std::string_view name, std::string_view value) {
   append(out, name);
@@ -123,7 +116,7 @@ head_problem check_request_head(const http::request_header<Fields>& head) {
     // Only a lone "chunked" is accepted: any other coding would reach the upstream undecoded after
     // Transfer-Encoding is stripped as hop-by-hop (RFC 9112 §6.1: 501 or 400 are both allowed).
     if (std::next(te.first) != te.second) return head_problem::unsupported_encoding;
-    if (!beast::iequals(trim(te.first->value()), "chunked")) return head_problem::unsupported_encoding;
+    if (!beast::iequals(common::trim_ows(te.first->value()), "chunked")) return head_problem::unsupported_encoding;
   }
   const auto hosts = head.count(http::field::host);
   if (hosts > 1) return head_problem::multiple_host;
@@ -144,7 +137,7 @@ template <class Allocator>
 void join_forwarded_for(const http::basic_fields<Allocator>& fields, std::string& out) {
   out.clear();
   for (auto [it, end] = fields.equal_range("X-Forwarded-For"); it != end; ++it) {
-    const auto value = trim(it->value());
+    const auto value = common::trim_ows(it->value());
     if (value.empty()) continue;
     if (!out.empty()) out.append(", ");
     out.append(value.data(), value.size());
@@ -173,7 +166,7 @@ void write_request_head(const http::request_header<Fields>& head, std::string_vi
         length_written = true;
         break;
       case http::field::expect:
-        if (beast::iequals(trim(f.value()), "100-continue")) continue;
+        if (beast::iequals(common::trim_ows(f.value()), "100-continue")) continue;
         break;
       case http::field::host:
         host = f.value();
@@ -220,9 +213,8 @@ void write_response_head(unsigned status, std::string_view reason, std::span<con
   const bool replace_latest = limits != nullptr && (mode == header_mode::latest || mode == header_mode::both);
   const bool replace_legacy = limits != nullptr && (mode == header_mode::legacy || mode == header_mode::both);
   if (reason.empty()) reason = http::obsolete_reason(static_cast<http::status>(status));
-  const fmt::format_int code(status);
   append(out, "HTTP/1.1 ");
-  append(out, std::string_view(code.data(), code.size()));
+  append_number(out, status);
   append(out, " ");
   append(out, reason);
   append(out, "\r\n");
@@ -232,8 +224,9 @@ void write_response_head(unsigned status, std::string_view reason, std::span<con
     if (f.id == http::field::content_length) {
       // Equal duplicates ("2, 2", or two lines) go out as one normalised field, where the first was.
       if (!length_written && content_length) {
-        const fmt::format_int n(*content_length);
-        append_field(out, "Content-Length", std::string_view(n.data(), n.size()));
+        append(out, "Content-Length: ");
+        append_number(out, *content_length);
+        append(out, "\r\n");
       }
       length_written = true;
       continue;

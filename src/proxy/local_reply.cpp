@@ -22,11 +22,6 @@ std::string_view reason(unsigned status) {
   }
 }
 
-void append_number(reply_buffer& out, std::uint64_t n) {
-  const fmt::format_int text(n);
-  append(out, std::string_view(text.data(), text.size()));
-}
-
 void finish_head(reply_buffer& out, bool keep_alive) {
   // Local replies are always sent as HTTP/1.1 with a Content-Length, so keep-alive needs no header for
   // 1.1 clients; HTTP/1.0 keep-alive clients are rare enough for an explicit close to be the safe default.

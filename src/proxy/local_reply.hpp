@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <cstring>
 #include <string_view>
 
@@ -23,6 +24,12 @@ inline void append(reply_buffer& out, std::string_view s) {
   const std::size_t at = out.size();
   out.resize(at + s.size());
   std::memcpy(out.data() + at, s.data(), s.size());
+}
+
+/// Appends n in decimal (fmt::format_int: no format string, no allocation).
+inline void append_number(reply_buffer& out, std::uint64_t n) {
+  const fmt::format_int text(n);
+  append(out, std::string_view(text.data(), text.size()));
 }
 
 /// Appends the rate limit header lines (each ending CRLF) for mode and the given limit state; nothing

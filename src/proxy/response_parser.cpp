@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "common/http_text.hpp"
+
 namespace sluice::proxy {
 
 namespace {
@@ -30,39 +32,23 @@ bool all_of_class(std::string_view s, unsigned char bit) {
   return acc != 0;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const auto x = static_cast<unsigned char>(a[i]);
-    const auto y = static_cast<unsigned char>(b[i]);
-    if (x != y && (x | 0x20) != (y | 0x20)) return false;  // b is lower-case ASCII letters and '-'
-  }
-  return true;
-}
-
 // The names the framing and hop-by-hop rules look at; every other field is field::unknown here.
 http::field classify(std::string_view name) {
   switch (name.size()) {
-    case 2: return iequals(name, "te") ? http::field::te : http::field::unknown;
+    case 2: return common::iequals_ascii(name, "te") ? http::field::te : http::field::unknown;
     case 7:
-      if (iequals(name, "trailer")) return http::field::trailer;
-      if (iequals(name, "upgrade")) return http::field::upgrade;
+      if (common::iequals_ascii(name, "trailer")) return http::field::trailer;
+      if (common::iequals_ascii(name, "upgrade")) return http::field::upgrade;
       return http::field::unknown;
     case 10:
-      if (iequals(name, "connection")) return http::field::connection;
-      if (iequals(name, "keep-alive")) return http::field::keep_alive;
+      if (common::iequals_ascii(name, "connection")) return http::field::connection;
+      if (common::iequals_ascii(name, "keep-alive")) return http::field::keep_alive;
       return http::field::unknown;
-    case 14: return iequals(name, "content-length") ? http::field::content_length : http::field::unknown;
-    case 16: return iequals(name, "proxy-connection") ? http::field::proxy_connection : http::field::unknown;
-    case 17: return iequals(name, "transfer-encoding") ? http::field::transfer_encoding : http::field::unknown;
+    case 14: return common::iequals_ascii(name, "content-length") ? http::field::content_length : http::field::unknown;
+    case 16: return common::iequals_ascii(name, "proxy-connection") ? http::field::proxy_connection : http::field::unknown;
+    case 17: return common::iequals_ascii(name, "transfer-encoding") ? http::field::transfer_encoding : http::field::unknown;
     default: return http::field::unknown;
   }
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // Calls f(element) for each element of a comma-separated list, trimmed; empty elements skipped.
@@ -70,7 +56,7 @@ template <class F>
 void for_each_element(std::string_view list, F&& f) {
   while (!list.empty()) {
     const auto comma = list.find(',');
-    const auto element = trim(list.substr(0, comma));
+    const auto element = common::trim_ows(list.substr(0, comma));
     if (!element.empty()) f(element);
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
@@ -147,7 +133,7 @@ std::size_t response_parser::put(std::string_view data, error_code& ec) {
           size = size * 16 + static_cast<std::uint64_t>(digit);
         }
         // At least one digit, then nothing or chunk extensions (BWS ";" ...), which are dropped.
-        const auto rest = trim(line->substr(i));
+        const auto rest = common::trim_ows(line->substr(i));
         if (i == 0 || (!rest.empty() && rest.front() != ';') || !all_of_class(rest, value_bit)) {
           ec = http::error::bad_chunk;
           return total;
@@ -270,7 +256,7 @@ std::size_t response_parser::parse_head(std::string_view data, error_code& ec) {
       ec = http::error::bad_field;
       return 0;
     }
-    const auto value = trim(line->substr(colon + 1));
+    const auto value = common::trim_ows(line->substr(colon + 1));
     if (!all_of_class(value, value_bit)) {
       ec = http::error::bad_value;
       return 0;
@@ -330,14 +316,14 @@ bool response_parser::parse_framing(error_code& ec) {
         // Codings across every line, in order. Only a lone "chunked" is relayed: the field is hop-by-hop,
         // so any other coding would reach the client unlabelled.
         for_each_element(f.value, [&](std::string_view coding) {
-          if (has_encoding || !iequals(coding, "chunked")) other_coding = true;
+          if (has_encoding || !common::iequals_ascii(coding, "chunked")) other_coding = true;
           has_encoding = true;
         });
         break;
       case http::field::connection:
         for_each_element(f.value, [&](std::string_view token) {
-          if (iequals(token, "close")) close_ = true;
-          if (iequals(token, "keep-alive")) keep_alive_ = true;
+          if (common::iequals_ascii(token, "close")) close_ = true;
+          if (common::iequals_ascii(token, "keep-alive")) keep_alive_ = true;
         });
         break;
       default:

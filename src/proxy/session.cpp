@@ -450,6 +450,12 @@ void session::note_acquired(steady::time_point since) {
   ctx_.metrics.pool_wait.observe(acquired_at_ - since);
 }
 
+// No upstream connection (pool_errc): the matching reply and metric, through fail_upstream.
+net::awaitable<bool> session::fail_pool(request_state& rs, const error_code& ec) {
+  const auto [status, kind] = map_pool_error(ec);
+  co_return co_await fail_upstream(rs, status, kind);
+}
+
 // A local error before any of the response was sent: the client keeps the connection only when its
 // request body has been read in full.
 net::awaitable<bool> session::fail_upstream(request_state& rs, unsigned status, admin::upstream_error kind) {
@@ -475,10 +481,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     note_acquired(rs.start);
   } else {
     auto [aec, acquired] = co_await acquire_upstream(false, rs.start);
-    if (aec) {
-      const auto [status, kind] = map_pool_error(aec);
-      co_return co_await fail_upstream(rs, status, kind);
-    }
+    if (aec) co_return co_await fail_pool(rs, aec);
     conn = std::move(acquired);
   }
   if (conn->requests > 0 && (!idempotent || !req_->is_done()) && upstream::peer_closed(*conn)) {
@@ -486,10 +489,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
     // from the client) on a connection the upstream may be closing.
     ctx_.pool.release(std::move(conn), false);
     auto [fec, fresh] = co_await acquire_upstream(true, steady::now());
-    if (fec) {
-      const auto [status, kind] = map_pool_error(fec);
-      co_return co_await fail_upstream(rs, status, kind);
-    }
+    if (fec) co_return co_await fail_pool(rs, fec);
     conn = std::move(fresh);
   }
 
@@ -581,10 +581,7 @@ net::awaitable<bool> session::forward(request_state& rs) {
       wm.upstream_errors[static_cast<unsigned>(upstream_error::retried)].add();
       retried = true;
       auto [fec, fresh] = co_await acquire_upstream(true, steady::now());
-      if (fec) {
-        const auto [status, kind] = map_pool_error(fec);
-        co_return co_await fail_upstream(rs, status, kind);
-      }
+      if (fec) co_return co_await fail_pool(rs, fec);
       conn = std::move(fresh);
       conn->buffer.reserve(body_chunk_bytes);
       continue;

@@ -60,6 +60,7 @@ class session
   net::awaitable<bool> forward(request_state& rs);
   net::awaitable<std::tuple<error_code, upstream::connection_ptr>> acquire_upstream(
       bool fresh_only, std::chrono::steady_clock::time_point since);
+  net::awaitable<bool> fail_pool(request_state& rs, const error_code& ec);
   net::awaitable<bool> fail_upstream(request_state& rs, unsigned status, admin::upstream_error kind);
   net::awaitable<bool> write_local(request_state& rs, unsigned status, bool keep_alive);
   net::awaitable<bool> skip_request_body();
